@@ -1,0 +1,58 @@
+"""The ``llome`` command: ``serve``, ``worker``, ``db``, ``bench``.
+
+Each subcommand imports its code lazily, so ``llome bench ga`` never loads the web stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> "module:function"; each function takes the remaining argv and parses its own flags.
+COMMANDS: dict[str, str] = {
+    "serve": "api.server:serve_main",
+    "worker": "worker.app:worker_main",
+    "db": "api.db:db_main",
+}
+BENCHMARKS: dict[str, str] = {
+    "ehrlich-speed": "benchmarks.ehrlich_speed:main",
+    "ga": "llome_core.bench:ga_main",
+    "llome": "llome_core.bench:llome_main",
+}
+
+USAGE = """usage: llome <command> [options]
+
+commands:
+  serve [--host H] [--port P]      start the web service (embedded SQLite + in-process worker
+                                   unless DATABASE_URL / REDIS_URL are set)
+  worker [--queues gpu,cpu]        start a Celery worker
+  db upgrade                       apply the database migrations
+  bench ehrlich-speed|ga|llome     run a benchmark (llome bench NAME --help)
+"""
+
+
+def _call(target: str, argv: list[str]) -> int:
+    module, func = target.split(":")
+    result = getattr(importlib.import_module(module), func)(argv)
+    return int(result or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "bench":
+        if not rest or rest[0] not in BENCHMARKS:
+            print(f"usage: llome bench {{{'|'.join(BENCHMARKS)}}} [options]", file=sys.stderr)
+            return 2
+        return _call(BENCHMARKS[rest[0]], rest[1:])
+    if command not in COMMANDS:
+        print(USAGE, file=sys.stderr)
+        return 2
+    return _call(COMMANDS[command], rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
