@@ -1,0 +1,203 @@
+"""Database plumbing: engine and session factories built from :class:`Settings`, the ORM base,
+after-commit hooks, and ``llome db`` (Alembic owns the schema; ``create_all`` is never used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from api.config import Settings, get_settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+VERSION_TABLE = "llome_alembic_version"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite hands datetimes back naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: use utcnow() (timezone-aware)")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_engine(settings: Settings) -> Engine:
+    """An engine for ``settings.database_url``; SQLite gets foreign keys, WAL and write locks."""
+    if settings.is_sqlite:
+        _ensure_sqlite_dir(settings.database_url)
+        engine = create_engine(
+            settings.database_url,
+            # The embedded worker thread and the web threads share the file.
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # SQLite ignores SELECT ... FOR UPDATE; taking the write lock at BEGIN serializes
+            # writers, so "lock the campaign, read, write" stays correct. Transactions are short.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    # pre_ping: the API and workers survive a Postgres restart without a stale-connection error.
+    return create_engine(settings.database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    path = url.split(":///", 1)[-1]
+    if path and path != ":memory:" and not path.startswith("file:"):
+        Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_sessionmaker(engine: Engine, publisher: Callable[..., None] | None = None) -> sessionmaker[Session]:
+    """Sessions whose ``after_commit`` callbacks run once the transaction is really committed
+    (that is how tasks are enqueued: never before the rows they name are visible)."""
+    factory = sessionmaker(bind=engine, expire_on_commit=False, info={"publisher": publisher})
+
+    @event.listens_for(factory, "after_commit")
+    def _run_after_commit(session: Session) -> None:
+        callbacks = session.info.pop("after_commit", [])
+        for callback in callbacks:
+            callback()
+
+    @event.listens_for(factory, "after_rollback")
+    def _drop_after_commit(session: Session) -> None:
+        session.info.pop("after_commit", None)
+
+    return factory
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` after this session's transaction commits (dropped on rollback)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on error."""
+    with factory() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+def alembic_config(settings: Settings) -> Any:
+    """An Alembic config pointing at ``migrations/`` and at ``settings.database_url``."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("version_table", VERSION_TABLE)
+    cfg.attributes["settings"] = settings
+    return cfg
+
+
+def upgrade(settings: Settings, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision`` (what ``llome serve`` does at start)."""
+    from alembic import command
+
+    if settings.is_sqlite:
+        _ensure_sqlite_dir(settings.database_url)
+    command.upgrade(alembic_config(settings), revision)
+
+
+def downgrade(settings: Settings, revision: str = "base") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(settings), revision)
+
+
+def schema_is_current(settings: Settings, engine: Engine) -> bool:
+    """True when the database is at the newest migration."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
+    return current == head
+
+
+def db_main(argv: list[str]) -> int:
+    """``llome db upgrade [REV] | downgrade REV | current``."""
+    parser = argparse.ArgumentParser(prog="llome db", description="Apply or inspect migrations.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    up = sub.add_parser("upgrade", help="apply migrations (default: to head)")
+    up.add_argument("revision", nargs="?", default="head")
+    down = sub.add_parser("downgrade", help="revert migrations (e.g. 'base')")
+    down.add_argument("revision")
+    sub.add_parser("current", help="print the database's revision")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.action == "upgrade":
+        upgrade(settings, args.revision)
+        print(f"database at {args.revision}: {_safe_url(settings)}")
+    elif args.action == "downgrade":
+        downgrade(settings, args.revision)
+    else:
+        from alembic import command
+
+        command.current(alembic_config(settings))
+    return 0
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(db_main(sys.argv[1:]))

@@ -1,0 +1,283 @@
+"""ORM tables. The database is the single source of truth: Celery messages carry only ids.
+
+Unique keys make every retry safe: one job per (campaign, round, step), one batch per
+(campaign, round), one measurement per sequence and per candidate, one upload per file hash.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from api.db import Base, UTCDateTime, utcnow
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class CampaignStatus(StrEnum):
+    CREATED = "created"
+    SEEDING = "seeding"
+    TRAINING = "training"
+    GENERATING = "generating"
+    AWAITING_LABELS = "awaiting_labels"
+    LABELLING = "labelling"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_CAMPAIGN = frozenset(
+    {CampaignStatus.COMPLETED, CampaignStatus.FAILED, CampaignStatus.CANCELLED}
+)
+
+
+class OracleKind(StrEnum):
+    EHRLICH = "ehrlich"
+    WETLAB = "wetlab"
+
+
+class OptimizerKind(StrEnum):
+    LLOME = "llome"
+    GA = "ga"
+
+
+class BatchStatus(StrEnum):
+    AWAITING_LABELS = "awaiting_labels"
+    LABELLED = "labelled"
+
+
+class CandidateStatus(StrEnum):
+    PROPOSED = "proposed"
+    MEASURED = "measured"
+
+
+class JobStep(StrEnum):
+    SEED = "seed"
+    TRAIN = "train"
+    GENERATE = "generate"
+    LABEL = "label"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class MeasurementSource(StrEnum):
+    SEED_GA = "seed_ga"  # the GA's seed data of an Ehrlich campaign
+    ORACLE = "oracle"  # the Ehrlich function labelling a batch
+    UPLOAD = "upload"  # a lab's CSV
+
+
+def _check_in(column: str, enum: type[StrEnum]) -> CheckConstraint:
+    values = ", ".join(f"'{v.value}'" for v in enum)
+    return CheckConstraint(f"{column} IN ({values})", name=f"{column}_valid")
+
+
+class Campaign(Base):
+    __tablename__ = "campaign"
+    __table_args__ = (
+        _check_in("status", CampaignStatus),
+        _check_in("oracle_kind", OracleKind),
+        _check_in("optimizer_kind", OptimizerKind),
+        CheckConstraint("batch_size > 0", name="batch_size_positive"),
+        CheckConstraint("rounds > 0", name="rounds_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32), default=CampaignStatus.CREATED)
+    oracle_kind: Mapped[str] = mapped_column(String(16))
+    optimizer_kind: Mapped[str] = mapped_column(String(16))
+    alphabet: Mapped[str] = mapped_column(String(64))
+    length: Mapped[int] = mapped_column(Integer)
+    batch_size: Mapped[int] = mapped_column(Integer)
+    rounds: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    # The validated request (oracle, optimizer, seeding, model): the step code rebuilds the
+    # llome_core configs from it, so a campaign runs the same after a restart or an upgrade.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    round: Mapped[int] = mapped_column(Integer, default=0)  # 0 while seeding
+    message: Mapped[str | None] = mapped_column(Text)  # what the campaign waits for, in words
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Round(Base):
+    """One outer round; ``state`` is the optimizer's ``state_dict()`` after its latest step."""
+
+    __tablename__ = "round"
+    __table_args__ = (UniqueConstraint("campaign_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    train_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    proposal_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Sequence(Base):
+    """A distinct sequence of a campaign, in the campaign's alphabet."""
+
+    __tablename__ = "sequence"
+    __table_args__ = (UniqueConstraint("campaign_id", "text"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Upload(Base):
+    """One uploaded file; its SHA-256 recognises a second upload of the same bytes."""
+
+    __tablename__ = "upload"
+    __table_args__ = (UniqueConstraint("campaign_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str | None] = mapped_column(Text)
+    rows: Mapped[int] = mapped_column(Integer)
+    new_measurements: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Batch(Base):
+    """The candidates one round sends to the oracle."""
+
+    __tablename__ = "batch"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "round"),
+        _check_in("status", BatchStatus),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), default=BatchStatus.AWAITING_LABELS)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    labelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Candidate(Base):
+    """One proposed sequence with its lineage, stored when it is made."""
+
+    __tablename__ = "candidate"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "sequence_id"),
+        UniqueConstraint("batch_id", "position"),
+        _check_in("status", CandidateStatus),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
+    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequence.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), default=CandidateStatus.PROPOSED)
+    parent: Mapped[str | None] = mapped_column(Text)
+    trajectory_seed: Mapped[str | None] = mapped_column(Text)
+    refinement_step: Mapped[int | None] = mapped_column(Integer)
+    temperature: Mapped[float | None] = mapped_column(Float)
+    log_likelihood: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Measurement(Base):
+    """A label: ``value`` is null when the sequence is infeasible (``feasible`` false)."""
+
+    __tablename__ = "measurement"
+    __table_args__ = (
+        UniqueConstraint("sequence_id"),
+        UniqueConstraint("candidate_id"),
+        _check_in("source", MeasurementSource),
+        CheckConstraint("feasible OR value IS NULL OR value = 0", name="infeasible_scores_nothing"),
+        Index(None, "campaign_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequence.id", ondelete="CASCADE"))
+    candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
+    upload_id: Mapped[int | None] = mapped_column(ForeignKey("upload.id", ondelete="CASCADE"))
+    row: Mapped[int | None] = mapped_column(Integer)  # the row of the uploaded file
+    value: Mapped[float | None] = mapped_column(Float)
+    feasible: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(16))
+    # The round whose optimizer step first saw this label (null: not yet fed to the optimizer).
+    observed_round: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Job(Base):
+    """One step of a campaign run by a worker; claimed with a lease, fenced by ``attempt``."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "round", "step"),
+        _check_in("step", JobStep),
+        _check_in("status", JobStatus),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    phase: Mapped[str | None] = mapped_column(String(64))
+    progress_step: Mapped[int | None] = mapped_column(Integer)
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    phase_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class CampaignEvent(Base):
+    """Every state change of a campaign, in order."""
+
+    __tablename__ = "campaign_event"
+    __table_args__ = (Index(None, "campaign_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
