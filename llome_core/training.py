@@ -1,0 +1,363 @@
+"""One outer-loop training round (``shared/spec/algorithm.md`` §3.1, §3.7, §4) on top of trl.
+
+``train_round`` formats this round's labelled data (§3.3), trains one epoch from the current
+checkpoint with the round's objective (SFT and DPO through trl's trainers, MargE and REINFORCE
+through our SFTTrainer subclasses), evaluates the held-out loss every 10% of an epoch, keeps the
+best state in memory and returns it with the refinement seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import datasets
+from datasets import Dataset
+from transformers import PrinterCallback, TrainerCallback
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+from llome_core.config import OBJECTIVES, TrainConfig
+from llome_core.datasets import Examples, make_examples, refinement_seeds
+from llome_core.objectives import MargETrainer, ReinforceTrainer, sequence_logprobs
+from llome_core.optimizer import Labelled
+from llome_core.progress import Reporter
+from llome_core.rng import derive_seed, generator
+
+# The paper's settings for a pretrained 2.8B model (§4): (optimizer, learning rate, batch).
+PRETRAINED_DEFAULTS: dict[str, tuple[str, float, int]] = {
+    "sft": ("adamw_torch", 1e-6, 128),
+    "dpo": ("rmsprop", 1e-7, 64),
+    "marge": ("adamw_torch", 1e-6, 64),
+    "reinforce": ("adamw_torch", 1e-6, 64),  # the authors ran REINFORCE with MargE's settings
+}
+# A random-init tiny model learns nothing at 1e-6 (stack-notes: SFT needs ~1e-3). Measured on
+# the GA seed data of small Ehrlich functions; see the module's tests and the lead's report.
+TINY_DEFAULTS: dict[str, tuple[str, float, int]] = {
+    "sft": ("adamw_torch", 1e-3, 32),
+    "dpo": ("rmsprop", 1e-4, 32),
+    "marge": ("adamw_torch", 1e-4, 32),
+    "reinforce": ("adamw_torch", 1e-4, 32),
+}
+# Round 1 of a random-init model must teach it the format (§3.8): epochs unless
+# TrainConfig.first_round_epochs says otherwise.
+TINY_FIRST_ROUND_EPOCHS = 3
+# Fraction of the steps used to warm up DPO on a tiny model (the paper's 150 steps can exceed a
+# whole tiny epoch).
+TINY_DPO_WARMUP_FRACTION = 0.1
+EVALS_PER_EPOCH = 10  # §3.7: evaluate every 10% of the epoch
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Effective hyperparameters of one objective."""
+
+    objective: str
+    optimizer: str  # a transformers OptimizerNames value
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    first_round_epochs: int
+
+
+def resolve(config: TrainConfig, objective: str, is_tiny_model: bool) -> Resolved:
+    """The objective's optimizer, learning rate, batch and epochs; ``config`` fields win when set."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
+    optim, lr, batch = (TINY_DEFAULTS if is_tiny_model else PRETRAINED_DEFAULTS)[objective]
+    if config.learning_rate is not None:
+        lr = config.learning_rate
+    if config.batch_size is not None:
+        batch = config.batch_size
+    if batch < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch}")
+    if config.epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {config.epochs}")
+    first = config.first_round_epochs
+    if first is None:
+        first = max(config.epochs, TINY_FIRST_ROUND_EPOCHS) if is_tiny_model else config.epochs
+    return Resolved(objective, optim, lr, batch, config.epochs, first)
+
+
+@dataclass
+class TrainResult:
+    """The selected checkpoint (in memory), the refinement seeds and the round's metrics."""
+
+    model: Any
+    seeds: torch.Tensor
+    examples: Examples
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class _Progress(TrainerCallback):
+    """Reports ``("train", step, total)``; a :class:`Cancelled` raised by the reporter stops training."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.reporter("train", 0, state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.reporter("train", state.global_step, state.max_steps)
+
+
+class _BestCheckpoint(TrainerCallback):
+    """Evaluates at the chosen steps and keeps the state with the lowest held-out loss (on CPU)."""
+
+    def __init__(self, eval_steps: set[int]) -> None:
+        self.eval_steps = eval_steps
+        self.best_loss = math.inf
+        self.best_step: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[tuple[int, float]] = []
+        self._model: torch.nn.Module | None = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._model = model
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.eval_steps:
+            control.should_evaluate = True
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None or not math.isfinite(loss):
+            return
+        self.history.append((state.global_step, float(loss)))
+        if loss < self.best_loss:
+            target = model if model is not None else self._model
+            assert target is not None
+            self.best_loss = float(loss)
+            self.best_step = state.global_step
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in target.state_dict().items()}
+
+
+def _eval_steps(steps_per_epoch: int, epochs: int) -> set[int]:
+    """Steps at every 10% of each epoch, the last step included."""
+    out: set[int] = set()
+    for e in range(epochs):
+        for k in range(1, EVALS_PER_EPOCH + 1):
+            out.add(e * steps_per_epoch + max(1, math.ceil(k * steps_per_epoch / EVALS_PER_EPOCH)))
+    return out
+
+
+def _unpatch(model: torch.nn.Module) -> None:
+    """Drop the fused-LM-head forward trl installs on the instance, restoring the class forward
+    (otherwise every round would wrap the previous round's patch)."""
+    model.__dict__.pop("forward", None)
+
+
+def trainer_arguments(
+    *,
+    output_dir: Path,
+    resolved: Resolved,
+    epochs: int,
+    warmup_steps: int,
+    seed: int,
+    device: str,
+    bf16: bool,
+    has_eval: bool,
+) -> dict[str, Any]:
+    """Keyword arguments shared by SFTConfig and DPOConfig for one round (fp32 unless asked,
+    no checkpoint files, no reporting, linear decay, no weight decay or accumulation)."""
+    return dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=resolved.batch_size,
+        per_device_eval_batch_size=resolved.batch_size,
+        gradient_accumulation_steps=1,  # the forward batch is the optimizer batch (MargE's w̄)
+        learning_rate=resolved.learning_rate,
+        optim=resolved.optimizer,
+        num_train_epochs=epochs,
+        lr_scheduler_type="linear",
+        warmup_steps=warmup_steps,
+        weight_decay=0.0,
+        bf16=bf16,
+        fp16=False,
+        gradient_checkpointing=False,
+        report_to=[],
+        save_strategy="no",
+        eval_strategy="no",  # _BestCheckpoint asks for evaluations at 10% of the epoch
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+        remove_unused_columns=False,  # reward / ref_logp columns must reach the collator
+        prediction_loss_only=True,
+        use_cpu=device == "cpu",
+        max_length=None,
+        do_eval=has_eval,
+    )
+
+
+def train_round(
+    model: Any,
+    tokenizer: Any,
+    fmt: Any,
+    labelled: Labelled,
+    *,
+    objective: str,
+    config: TrainConfig,
+    round_index: int,
+    seed: int,
+    output_dir: Path,
+    device: str = "cpu",
+    reporter: Reporter | None = None,
+    is_tiny_model: bool = True,
+    num_seeds: int = 200,
+) -> TrainResult:
+    """Train one outer round and return the selected checkpoint, seeds and metrics.
+
+    ``round_index`` counts from 1 (round 1 may train for ``first_round_epochs``). Raises
+    :class:`llome_core.datasets.NoTrainingPairs` when the data hold nothing to learn from and
+    lets :class:`llome_core.progress.Cancelled` from ``reporter`` through.
+    """
+    if round_index < 1:
+        raise ValueError(f"round_index counts from 1, got {round_index}")
+    started = time.perf_counter()
+    resolved = resolve(config, objective, is_tiny_model)
+    epochs = resolved.first_round_epochs if round_index == 1 else resolved.epochs
+    # numpy (seeded by transformers) takes 32-bit seeds only.
+    train_seed = derive_seed(seed, "train", round_index) % 2**32
+    examples = make_examples(labelled, objective, config, generator(seed, "pairs", round_index))
+    train_records = examples.records(fmt, "train")
+    heldout_records = examples.records(fmt, "heldout")
+    if objective in ("marge", "reinforce") and examples.num_train < 2 and resolved.batch_size > 1:
+        # One example makes the batch of 1 the spec refuses (self-normalized weights ≡ 1).
+        if objective == "marge" or config.reinforce_weighted:
+            if not config.allow_batch_of_one:
+                raise ValueError(
+                    f"only {examples.num_train} training example(s): {objective} normalizes over a "
+                    "batch of at least 2"
+                )
+
+    model.to(device)
+    needs_ref = objective == "marge" or (objective == "reinforce" and config.reinforce_weighted)
+    if needs_ref:
+        # π_ref = the checkpoint at the start of the round, scored once, so no second model.
+        for records in (train_records, heldout_records):
+            if records:
+                ref, _ = sequence_logprobs(model, tokenizer, records, batch_size=max(resolved.batch_size, 64))
+                for r, lp in zip(records, ref.tolist()):
+                    r["ref_logp"] = lp
+
+    steps_per_epoch = math.ceil(len(train_records) / resolved.batch_size)
+    total_steps = steps_per_epoch * epochs
+    warmup = 0
+    if objective == "dpo":
+        warmup = (
+            math.ceil(TINY_DPO_WARMUP_FRACTION * total_steps)
+            if is_tiny_model
+            else min(config.dpo_warmup_steps, total_steps)
+        )
+    use_cuda = str(device).startswith("cuda")
+    # §4: only DPO ran in bf16; bf16 is emulated (20x slower) on CPU.
+    bf16 = use_cuda and objective == "dpo" and not is_tiny_model
+    has_eval = bool(heldout_records)
+    args = trainer_arguments(
+        output_dir=Path(output_dir), resolved=resolved, epochs=epochs, warmup_steps=warmup,
+        seed=train_seed, device=str(device), bf16=bf16, has_eval=has_eval,
+    )
+    best = _BestCheckpoint(_eval_steps(steps_per_epoch, epochs) if has_eval else set())
+    callbacks: list[TrainerCallback] = [best]
+    if reporter is not None:
+        callbacks.append(_Progress(reporter))
+    train_ds = Dataset.from_list(train_records)
+    eval_ds = Dataset.from_list(heldout_records) if has_eval else None
+
+    devices = [torch.cuda.current_device()] if use_cuda and torch.cuda.is_available() else []
+    bars = datasets.is_progress_bar_enabled()
+    # The caller shows progress through the reporter: no dataset-map bars, no printed log dicts.
+    datasets.disable_progress_bars()
+    with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated")
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated")
+        try:
+            trainer = build_trainer(
+                objective, model, tokenizer, config, args, train_ds, eval_ds, callbacks
+            )
+            trainer.remove_callback(PrinterCallback)
+            output = trainer.train()
+        finally:
+            _unpatch(model)
+            if bars:
+                datasets.enable_progress_bars()
+    if best.best_state is not None:
+        model.load_state_dict(best.best_state)
+    model.eval()
+
+    seeds = refinement_seeds(examples, k=num_seeds)
+    metrics: dict[str, Any] = {
+        "objective": objective,
+        "round": round_index,
+        "num_sequences": examples.num_sequences,
+        "num_candidates": examples.num_candidates,
+        "num_examples": len(examples),
+        "num_train": examples.num_train,
+        "num_heldout": examples.num_heldout,
+        "num_infeasible_inputs": int(examples.infeasible.sum()),
+        "train_loss": float(output.training_loss),
+        "eval_loss": best.best_loss if best.best_step is not None else None,
+        "selected_step": best.best_step if best.best_step is not None else output.global_step,
+        "eval_history": best.history,
+        "steps": int(output.global_step),
+        "epochs": epochs,
+        "learning_rate": resolved.learning_rate,
+        "batch_size": resolved.batch_size,
+        "optimizer": resolved.optimizer,
+        "warmup_steps": warmup,
+        "bf16": bf16,
+        "format_gate": False,  # §3.7's greedy format gate for DPO/MargE is not applied
+        "replay_fraction": config.replay_fraction,
+        "seconds": time.perf_counter() - started,
+    }
+    return TrainResult(model=model, seeds=seeds, examples=examples, metrics=metrics)
+
+
+def build_trainer(
+    objective: str,
+    model: Any,
+    tokenizer: Any,
+    config: TrainConfig,
+    args: dict[str, Any],
+    train_ds: Dataset,
+    eval_ds: Dataset | None,
+    callbacks: list[TrainerCallback],
+) -> Any:
+    """The trl trainer of ``objective`` (DPO gets a frozen copy of ``model`` as reference)."""
+    common = dict(
+        train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks
+    )
+    if objective == "dpo":
+        # An explicit frozen copy: DPOTrainer cannot rebuild a reference from a config-built model.
+        ref_model = copy.deepcopy(model).eval()
+        ref_model.requires_grad_(False)
+        dpo_args = DPOConfig(
+            **args, beta=config.dpo_beta, loss_type=["sigmoid"], label_smoothing=0.0
+        )
+        return DPOTrainer(model=model, ref_model=ref_model, args=dpo_args, **common)
+    sft_args = SFTConfig(**args)
+    if objective == "sft":
+        return SFTTrainer(model=model, args=sft_args, **common)
+    if objective == "marge":
+        return MargETrainer(
+            model=model, args=sft_args, alpha=config.marge_alpha, beta=config.marge_beta,
+            allow_batch_of_one=config.allow_batch_of_one, **common,
+        )
+    if objective == "reinforce":
+        return ReinforceTrainer(
+            model=model, args=sft_args, alpha=config.marge_alpha, beta=config.marge_beta,
+            weighted=config.reinforce_weighted, allow_batch_of_one=config.allow_batch_of_one,
+            **common,
+        )
+    raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
+
+
+__all__ = ["Resolved", "TrainResult", "resolve", "train_round"]
