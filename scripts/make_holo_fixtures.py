@@ -160,6 +160,8 @@ def main() -> None:
         ga_fixture((8, 16, 2, 3, 3), 101, 24, 0.1, 0.5, 0.25, 6, 3),
         ga_fixture((8, 16, 4, 4, 2), 12345, 20, 0.2, 0.0, 0.5, 5, 11),
         ga_fixture((32, 128, 4, 4, 2), PAPER_SEED, 16, 0.02, 0.0882, 0.25, 3, 5),
+        # almost every child infeasible: the quantile is +inf or NaN and every particle survives
+        ga_fixture((32, 32, 4, 4, 4), 77, 20, 0.6, 0.5, 0.1, 4, 13),
     ]
     meta = {"generator": "scripts/make_holo_fixtures.py", "holo": "pytorch-holo 0.0.5", "torch": torch.__version__}
     OUT.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,173 @@
+"""The genetic algorithm: parity with holo's DiscreteEvolution (golden fixtures), run_ga, ask/tell."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+
+from llome_core.config import GAConfig
+from llome_core.ehrlich import Ehrlich
+from llome_core.ga import GeneticOptimizer, ga_step, losses_from_values, run_ga
+from llome_core.optimizer import Labelled
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "holo_ga.json"
+SMALL = dict(num_states=8, dim=16, num_motifs=2, motif_length=3, quantization=3, random_seed=101)
+
+
+@lru_cache(maxsize=1)
+def runs() -> list[dict]:
+    return json.loads(DATA.read_text())["runs"]
+
+
+@lru_cache(maxsize=None)
+def small_ehrlich() -> Ehrlich:
+    return Ehrlich(**SMALL)
+
+
+def _holo_losses(values: list) -> torch.Tensor:
+    return torch.tensor([float("inf") if v is None else v for v in values], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("index", range(len(runs())))
+def test_ga_step_matches_holo_discrete_evolution(index: int):
+    run = runs()[index]
+    f = Ehrlich(**run["ehrlich"])
+    ga = run["ga"]
+    assert f.initial_solution(1)[0].tolist() == run["start"]
+    generator = torch.Generator().manual_seed(ga["seed"])
+    particles = torch.tensor(run["start"]).repeat(ga["num_particles"], 1)
+    for step in run["trajectory"]:
+        values, feasible = f.evaluate(particles)
+        losses = losses_from_values(values, feasible)
+        assert torch.equal(losses, _holo_losses(step["losses"]))
+        assert particles[int(torch.argmin(losses))].tolist() == step["best"]
+        particles = ga_step(
+            particles, losses, generator, f.num_states, ga["mutation_prob"], ga["recombine_prob"], ga["survival_quantile"]
+        )
+        assert particles.tolist() == step["particles"]
+
+
+@pytest.mark.parametrize("index", range(len(runs())))
+def test_run_ga_follows_the_holo_trajectory_and_keeps_every_distinct_particle(index: int):
+    run = runs()[index]
+    f = Ehrlich(**run["ehrlich"])
+    config = GAConfig(num_steps=len(run["trajectory"]), **run["ga"])
+    result = run_ga(f, config)
+    assert result.particles.tolist() == run["trajectory"][-1]["particles"]
+    seen: dict[tuple, None] = {}
+    for step in run["trajectory"]:
+        for row in step["particles"]:
+            seen.setdefault(tuple(row), None)
+    assert [tuple(r) for r in result.dataset.sequences.tolist()] == list(seen)
+    values, feasible = f.evaluate(result.dataset.sequences)
+    assert torch.equal(result.dataset.values, values.double()) and torch.equal(result.dataset.feasible, feasible)
+    assert [h["oracle_calls"] for h in result.history] == [config.num_particles * (t + 1) for t in range(config.num_steps + 1)]
+
+
+def test_run_ga_history_reports_monotone_best_and_fractions():
+    f = small_ehrlich()
+    result = run_ga(f, GAConfig(num_particles=60, mutation_prob=0.1, survival_quantile=0.2, num_steps=8, seed=4))
+    best = [h["min_regret"] for h in result.history]
+    assert all(b2 <= b1 for b1, b2 in zip(best, best[1:]))
+    assert result.history[0]["unique_frac"] == pytest.approx(1 / 60)  # N copies of the start
+    assert result.history[0]["mean_edit_distance"] == 0.0
+    for h in result.history:
+        assert 0.0 <= h["feasible_frac"] <= 1.0 and 0.0 < h["unique_frac"] <= 1.0
+    assert result.best_value == pytest.approx(1.0 - best[-1])
+    assert float(f(result.best_sequence)[0]) == result.best_value
+    assert len(result.dataset) == len({tuple(r) for r in result.dataset.sequences.tolist()})
+
+
+def test_run_ga_budget_sets_the_number_of_populations():
+    f = small_ehrlich()
+    result = run_ga(f, GAConfig(num_particles=20, survival_quantile=0.2), budget=110)
+    assert result.history[-1]["oracle_calls"] == 100 and len(result.history) == 5
+    with pytest.raises(ValueError, match="budget"):
+        run_ga(f, GAConfig(num_particles=20, survival_quantile=0.2), budget=10)
+
+
+def test_run_ga_accepts_a_plain_objective_with_infinite_losses():
+    f = small_ehrlich()
+
+    def holo_style(x: torch.Tensor) -> torch.Tensor:  # -inf for infeasible, as holo returns
+        values, feasible = f.evaluate(x)
+        return torch.where(feasible, values, torch.full_like(values, -float("inf")))
+
+    config = GAConfig(num_particles=30, mutation_prob=0.1, survival_quantile=0.2, num_steps=3, seed=1)
+    a = run_ga(holo_style, config, start=f.initial_solution(1), num_states=8)
+    b = run_ga(f, config)
+    assert torch.equal(a.particles, b.particles) and torch.equal(a.dataset.values, b.dataset.values)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(mutation_prob=0.0), "mutation_prob"),
+        (dict(mutation_prob=1.0), "mutation_prob"),
+        (dict(recombine_prob=1.0), "recombine_prob"),
+        (dict(survival_quantile=0.0), "survival_quantile"),
+        (dict(num_particles=10, survival_quantile=0.1), "at least 2"),
+    ],
+)
+def test_bad_ga_settings_raise_clear_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        run_ga(small_ehrlich(), replace(GAConfig(), **changes))
+
+
+# ---------------------------------------------------------------- ask/tell
+
+
+def _label(f: Ehrlich, sequences: torch.Tensor) -> Labelled:
+    values, feasible = f.evaluate(sequences)
+    return Labelled(sequences, values, feasible)
+
+
+def test_genetic_optimizer_proposes_what_run_ga_evaluates():
+    f = small_ehrlich()
+    config = GAConfig(num_particles=40, mutation_prob=0.1, recombine_prob=0.3, survival_quantile=0.2, num_steps=5, seed=9)
+    reference = run_ga(f, config)
+    opt = GeneticOptimizer(config, f.num_states, f.dim, f.initial_solution(1))
+    first = opt.propose()
+    assert first.sequences.tolist() == f.initial_solution(1).tolist()  # N copies: one sequence to label
+    opt.observe(_label(f, first.sequences))
+    asked = 0
+    while opt.step < config.num_steps:
+        proposal = opt.propose()
+        assert len(proposal.candidates) > 0
+        assert not any(tuple(c.sequence) in {tuple(r) for r in opt.labelled().sequences.tolist()} for c in proposal.candidates)
+        asked += len(proposal.candidates)
+        opt.observe(_label(f, proposal.sequences))
+    assert torch.equal(opt.particles, reference.particles)
+    assert asked == len(opt.labelled()) - 1  # every label asked for exactly once
+    assert opt.best()[1] == reference.best_value
+
+
+def test_genetic_optimizer_resumes_bit_for_bit_from_json_state():
+    f = small_ehrlich()
+    config = GAConfig(num_particles=30, mutation_prob=0.1, survival_quantile=0.2, seed=2)
+    start = f.initial_solution(4)  # (M, L) starts are tiled over the population
+    straight = GeneticOptimizer(config, f.num_states, f.dim, start)
+    interrupted = GeneticOptimizer(config, f.num_states, f.dim, start)
+    for round_ in range(6):
+        expected = straight.propose()
+        if round_ in (2, 4):  # stop between propose and observe, and restart from JSON
+            interrupted = GeneticOptimizer.from_state_dict(json.loads(json.dumps(interrupted.state_dict())))
+        got = interrupted.propose()
+        assert got.sequences.tolist() == expected.sequences.tolist()
+        straight.observe(_label(f, expected.sequences))
+        interrupted.observe(_label(f, got.sequences))
+        interrupted = GeneticOptimizer.from_state_dict(json.loads(json.dumps(interrupted.state_dict())))
+    assert torch.equal(straight.particles, interrupted.particles)
+    assert straight.state_dict() == interrupted.state_dict()
+
+
+def test_genetic_optimizer_rejects_bad_starts():
+    with pytest.raises(ValueError, match="dim"):
+        GeneticOptimizer(GAConfig(), 8, 16, torch.zeros(1, 15, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 8\)"):
+        GeneticOptimizer(GAConfig(), 8, 16, torch.full((1, 16), 8))
