@@ -1,0 +1,155 @@
+"""CSV in and out, with row-numbered, human-readable errors.
+
+Rows are numbered as a spreadsheet shows them: the header is row 1, the first data row is row 2.
+Reading never stops at the first problem: every error of the file comes back at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from api.errors import InvalidUpload
+
+TRUE_WORDS = {"true", "t", "yes", "y", "1"}
+FALSE_WORDS = {"false", "f", "no", "n", "0"}
+# Cells a spreadsheet would run as a formula (OWASP "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+MAX_ERRORS = 100  # enough to fix a file; a 10^6-row mistake does not need 10^6 messages
+
+
+@dataclass(frozen=True)
+class CsvError:
+    row: int | None
+    column: str | None
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"row": self.row, "column": self.column, "reason": self.reason}
+
+
+@dataclass
+class CsvTable:
+    columns: list[str]
+    rows: list[tuple[int, dict[str, str]]]  # (spreadsheet row number, cells by column)
+
+
+def raise_if_errors(errors: list[CsvError], what: str) -> None:
+    if errors:
+        shown = errors[:MAX_ERRORS]
+        more = f" (showing the first {MAX_ERRORS} of {len(errors)})" if len(errors) > MAX_ERRORS else ""
+        first = shown[0]
+        where = f"row {first.row}" if first.row is not None else "file"
+        raise InvalidUpload(
+            f"{what}: {len(errors)} problem(s){more}; first: {where}: {first.reason}. "
+            "Nothing was stored.",
+            errors=[e.as_dict() for e in shown],
+        )
+
+
+def read_table(
+    data: bytes, *, allowed: set[str], required: list[set[str]], max_rows: int, what: str
+) -> CsvTable:
+    """Parse ``data`` as UTF-8 CSV (BOM accepted) with one header row.
+
+    ``allowed``: the known columns (matched case-insensitively); ``required``: groups of which at
+    least one column must be present (e.g. ``{"candidate_id", "sequence"}``).
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise_if_errors([CsvError(None, None, f"the file is not UTF-8 text (byte {exc.start})")], what)
+    if not text.strip():
+        raise_if_errors([CsvError(1, None, "the file is empty: expected a header row and data")], what)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    errors: list[CsvError] = []
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        raise_if_errors([CsvError(1, None, f"the header row is not valid CSV: {exc}")], what)
+    columns = [h.strip().lower() for h in header]
+    for i, col in enumerate(columns):
+        if not col:
+            errors.append(CsvError(1, None, f"column {i + 1} has an empty header"))
+        elif col not in allowed:
+            errors.append(CsvError(1, col, f"unknown column {col!r}; expected {sorted(allowed)}"))
+        elif columns.index(col) != i:
+            errors.append(CsvError(1, col, f"column {col!r} appears twice"))
+    for group in required:
+        if not group & set(columns):
+            names = " or ".join(sorted(group))
+            errors.append(CsvError(1, None, f"missing column {names}"))
+    raise_if_errors(errors, what)
+    rows: list[tuple[int, dict[str, str]]] = []
+    row_no = 1
+    try:
+        for cells in reader:
+            row_no += 1
+            if not cells or all(not c.strip() for c in cells):
+                continue  # blank lines are not rows
+            if len(cells) != len(columns):
+                errors.append(CsvError(row_no, None,
+                                       f"{len(cells)} cells, expected {len(columns)} (one per column)"))
+                continue
+            rows.append((row_no, {c: v.strip() for c, v in zip(columns, cells)}))
+            if len(rows) > max_rows:
+                raise_if_errors([CsvError(row_no, None, f"more than {max_rows} rows")], what)
+    except csv.Error as exc:
+        errors.append(CsvError(row_no + 1, None, f"not valid CSV: {exc}"))
+    if not rows and not errors:
+        errors.append(CsvError(2, None, "no data rows after the header"))
+    raise_if_errors(errors, what)
+    return CsvTable(columns, rows)
+
+
+def parse_score(cell: str) -> float | None:
+    """A finite number, or None for an empty cell; ValueError with the reason otherwise."""
+    if cell == "":
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ValueError(f"score {cell!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"score {cell!r} is not a finite number; mark failures with feasible=false")
+    return value
+
+
+def parse_bool(cell: str) -> bool | None:
+    if cell == "":
+        return None
+    word = cell.lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"feasible {cell!r} is not true or false")
+
+
+def escape_cell(value: object) -> str:
+    """A cell safe to open in a spreadsheet: formula-looking text gets a leading apostrophe."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, float) else str(value)
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def write_rows(header: list[str], rows: Iterable[Iterable[object]]) -> Iterator[str]:
+    """CSV text in chunks (header first), each cell escaped; for streaming responses."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for i, row in enumerate(rows):
+        writer.writerow([escape_cell(v) for v in row])
+        if i % 500 == 499:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()

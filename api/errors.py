@@ -1,0 +1,114 @@
+"""One error hierarchy and one JSON envelope: RFC 9457 problem details (``application/problem+json``).
+
+CSV problems carry ``errors: [{row, column, reason}]``; request-shape problems (422) carry
+``errors: [{field, reason}]`` naming the dotted field.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("llome.api")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class LlomeError(Exception):
+    """An error the client can act on; ``message`` says what was wrong and what is expected."""
+
+    status: int = 400
+    title: str = "Bad request"
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None, **extra: Any):
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+        self.extra = extra
+
+
+class NotFound(LlomeError):
+    status = 404
+    title = "Not found"
+
+
+class CampaignNotFound(NotFound):
+    def __init__(self, campaign_id: int):
+        super().__init__(f"campaign {campaign_id} does not exist")
+
+
+class BatchNotFound(NotFound):
+    def __init__(self, campaign_id: int, batch_id: int):
+        super().__init__(f"campaign {campaign_id} has no batch {batch_id}")
+
+
+class Conflict(LlomeError):
+    status = 409
+    title = "Conflict"
+
+
+class BatchNotAwaitingLabels(Conflict):
+    title = "Batch not awaiting labels"
+
+
+class InvalidState(Conflict):
+    title = "Not allowed in this state"
+
+
+class InvalidUpload(LlomeError):
+    """A file that cannot be stored as it is; ``errors`` lists every problem with its row."""
+
+    status = 422
+    title = "Invalid upload"
+
+
+class PayloadTooLarge(LlomeError):
+    status = 413
+    title = "Upload too large"
+
+
+def problem(status: int, title: str, detail: str, instance: str | None = None,
+            **fields: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in fields.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # Discriminated unions add the tag ("ehrlich") to the location: drop it, users never typed it.
+    return ".".join(p for p in parts if p not in ("ehrlich", "wetlab", "llome", "ga")) or "body"
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LlomeError)
+    async def _llome(request: Request, exc: LlomeError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.message, request.url.path, errors=exc.errors,
+                       **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field_name(tuple(e.get("loc", ()))),
+             "reason": str(e.get("msg", "invalid")).removeprefix("Value error, ")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        return problem(422, "Invalid request", detail, request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "Internal error", "an unexpected error occurred; see the server log",
+                       request.url.path)

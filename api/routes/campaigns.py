@@ -1,0 +1,138 @@
+"""/campaigns: create, read, list, pause|resume|cancel, metrics, plot, sequences, export."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from api.deps import CampaignDep, FactoryDep, LockedCampaignDep, SessionDep
+from api.errors import LlomeError
+from api.schemas.batches import MetricsRead
+from api.schemas.campaigns import CampaignCreate, CampaignPage, CampaignRead
+from api.schemas.common import PROBLEM_RESPONSES, Page
+from api.schemas.measurements import SequencePage
+from api.services import campaigns as service
+from api.services import metrics as metrics_service
+from api.services import sequences as sequence_service
+
+router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=PROBLEM_RESPONSES)
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    if cursor in (None, ""):
+        return None
+    try:
+        return int(cursor)
+    except ValueError:
+        raise LlomeError(f"cursor {cursor!r} is not one this API returned") from None
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CampaignRead)
+def create_campaign(data: CampaignCreate, session: SessionDep) -> CampaignRead:
+    """Create a campaign. Ehrlich campaigns start seeding with the GA at once; wet-lab campaigns
+    wait for seed data (``POST /campaigns/{id}/measurements``)."""
+    campaign = service.create(session, data=data)
+    return service.to_read(session, campaign)
+
+
+@router.get("", response_model=CampaignPage)
+def list_campaigns(session: SessionDep, cursor: Cursor = None, limit: Limit = 50) -> CampaignPage:
+    rows, next_cursor = service.list_(session, cursor=parse_cursor(cursor), limit=limit)
+    return CampaignPage(items=[service.to_read(session, c) for c in rows],
+                        next_cursor=str(next_cursor) if next_cursor else None)
+
+
+@router.get("/{campaign_id}", response_model=CampaignRead)
+def get_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignRead:
+    """State, progress (phase, step, percent, ETA) and, on failure, the error in words."""
+    return service.to_read(session, campaign)
+
+
+@router.post("/{campaign_id}/pause", response_model=CampaignRead)
+def pause_campaign(campaign: LockedCampaignDep, session: SessionDep) -> CampaignRead:
+    """Stop after the running step's next progress report; ``resume`` continues from there."""
+    service.pause(session, campaign)
+    return service.to_read(session, campaign)
+
+
+@router.post("/{campaign_id}/resume", response_model=CampaignRead)
+def resume_campaign(campaign: LockedCampaignDep, session: SessionDep) -> CampaignRead:
+    service.resume(session, campaign)
+    return service.to_read(session, campaign)
+
+
+@router.post("/{campaign_id}/cancel", response_model=CampaignRead)
+def cancel_campaign(campaign: LockedCampaignDep, session: SessionDep) -> CampaignRead:
+    """Stop for good (a cancelled campaign never runs again)."""
+    service.cancel(session, campaign)
+    return service.to_read(session, campaign)
+
+
+@router.get("/{campaign_id}/metrics", response_model=MetricsRead)
+def get_metrics(campaign: CampaignDep, session: SessionDep) -> MetricsRead:
+    """Per round: oracle calls so far, best score, regret (Ehrlich), feasible and unique fractions."""
+    return metrics_service.compute(session, campaign)
+
+
+@router.get("/{campaign_id}/plot.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def get_plot(campaign: CampaignDep, session: SessionDep) -> Response:
+    """Best score (regret for Ehrlich) against oracle calls."""
+    png = metrics_service.plot_png(metrics_service.compute(session, campaign),
+                                   f"campaign {campaign.id}: {campaign.name}")
+    return Response(png, media_type="image/png")
+
+
+@router.get("/{campaign_id}/sequences", response_model=SequencePage)
+def list_sequences(campaign: CampaignDep, session: SessionDep, cursor: Cursor = None,
+                   limit: Limit = 100) -> SequencePage:
+    """Every labelled sequence, in the order it was labelled."""
+    items, next_cursor = sequence_service.page(session, campaign, cursor=parse_cursor(cursor), limit=limit)
+    return SequencePage(items=items, next_cursor=str(next_cursor) if next_cursor else None)
+
+
+@router.get("/{campaign_id}/export", response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}}}})
+def export_campaign(campaign: CampaignDep, factory: FactoryDep) -> StreamingResponse:
+    """Everything as CSV (streamed): labelled and proposed sequences with their provenance."""
+    return StreamingResponse(
+        sequence_service.export_csv(factory, campaign.id),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="campaign-{campaign.id}.csv"'},
+    )
+
+
+class EventRead(BaseModel):
+    id: int
+    kind: str
+    from_status: str | None
+    to_status: str | None
+    detail: dict | None
+    at: str
+
+
+@router.get("/{campaign_id}/events", response_model=Page[EventRead])
+def list_events(campaign: CampaignDep, session: SessionDep, cursor: Cursor = None,
+                limit: Limit = 100) -> Page[EventRead]:
+    """Every state change of the campaign, oldest first."""
+    from sqlalchemy import select
+
+    from api.models import CampaignEvent
+
+    q = select(CampaignEvent).where(CampaignEvent.campaign_id == campaign.id).order_by(CampaignEvent.id)
+    if (c := parse_cursor(cursor)) is not None:
+        q = q.where(CampaignEvent.id > c)
+    rows = list(session.scalars(q.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page[EventRead](
+        items=[EventRead(id=e.id, kind=e.kind, from_status=e.from_status, to_status=e.to_status,
+                         detail=e.detail, at=e.at.isoformat()) for e in rows],
+        next_cursor=str(rows[-1].id) if more and rows else None,
+    )

@@ -1,0 +1,63 @@
+"""Batches of proposed candidates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from api.schemas.common import Page
+
+
+class CandidateRead(BaseModel):
+    candidate_id: int
+    sequence: str
+    status: str = Field(description="proposed (no result yet) or measured")
+    score: float | None = None
+    feasible: bool | None = None
+    parent: str | None = Field(None, description="the sequence it was refined from")
+    trajectory_seed: str | None = Field(None, description="the first input of its trajectory")
+    refinement_step: int | None = None
+    temperature: float | None = Field(None, description="null for greedy decoding and the GA")
+    log_likelihood: float | None = None
+
+
+class BatchSummary(BaseModel):
+    id: int
+    campaign_id: int
+    round: int
+    status: str
+    size: int
+    remaining: int = Field(description="candidates without a result")
+    created_at: datetime
+    labelled_at: datetime | None = None
+
+
+class BatchRead(BatchSummary):
+    candidates: list[CandidateRead]
+
+
+BatchPage = Page[BatchSummary]
+
+
+class RoundMetrics(BaseModel):
+    """One row per round (round 0: the seed data and uploads outside any batch)."""
+
+    round: int
+    oracle_calls: int = Field(description="cumulative, the GA seeding's calls included")
+    labelled: int
+    feasible_fraction: float | None = None
+    unique_fraction: float | None = None
+    mean_score: float | None = Field(None, description="infeasible sequences count as 0")
+    best_score: float | None = Field(None, description="best of this round")
+    best_so_far: float | None = None
+    regret: float | None = Field(None, description="1 - best_so_far (Ehrlich only)")
+    mean_regret: float | None = Field(None, description="1 - mean_score (Ehrlich only)")
+    train: dict | None = None
+    proposal: dict | None = None
+
+
+class MetricsRead(BaseModel):
+    campaign_id: int
+    objective: str = Field(description="'regret' for Ehrlich (known optimum 1), else 'score'")
+    rounds: list[RoundMetrics]

@@ -1,0 +1,199 @@
+"""Campaign requests and responses. Defaults come from ``llome_core.config`` (the paper's)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from api.schemas.common import Page, Progress, Strict, params_from_dataclass
+from llome_core.config import (
+    EhrlichConfig,
+    GAConfig,
+    GenerateConfig,
+    LoopConfig,
+    ModelConfig,
+    TrainConfig,
+    parse_schedule,
+)
+from llome_core.sequences import EHRLICH_LETTERS, Alphabet
+
+_EHRLICH = EhrlichConfig()
+_LOOP = LoopConfig()
+
+TrainParams = params_from_dataclass("TrainParams", TrainConfig)
+GenerateParams = params_from_dataclass("GenerateParams", GenerateConfig)
+GASeedingParams = params_from_dataclass(
+    "GASeedingParams",
+    GAConfig,
+    doc="The genetic algorithm that makes an Ehrlich campaign's seed data (paper: 10 steps of "
+    "1000 particles). `seed` is the GA's own random seed.",
+)
+_ModelBase = params_from_dataclass("ModelBase", ModelConfig)
+
+
+class ModelParams(_ModelBase):  # type: ignore[misc,valid-type]
+    """The language model: the tiny default built locally, or a local Hugging Face directory."""
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().is_dir():
+            raise ValueError(f"model directory {v!r} does not exist on the server")
+        return v
+
+
+class EhrlichParams(Strict):
+    """A synthetic Ehrlich oracle (holo's parameter names). Sequences are written with the first
+    ``num_states`` letters of ``ABC...Zabc...z0...9`` (state 0 = ``A``)."""
+
+    kind: Literal["ehrlich"]
+    preset: str | None = Field(
+        None, description="a preset name like ehr_v-32_l-032_m-4_c-4_q-4; sets the shape"
+    )
+    num_states: int = Field(_EHRLICH.num_states, ge=2, le=len(EHRLICH_LETTERS))
+    dim: int = Field(_EHRLICH.dim, ge=1, le=4096)
+    num_motifs: int = Field(_EHRLICH.num_motifs, ge=1)
+    motif_length: int = Field(_EHRLICH.motif_length, ge=1)
+    # None means motif_length (holo's convention); the paper's default instance has q = k = 4.
+    quantization: int | None = Field(None, ge=1)
+    epistasis_factor: float = _EHRLICH.epistasis_factor
+    seed: int = Field(_EHRLICH.random_seed, description="the instance's random_seed")
+    seeding: GASeedingParams = Field(default_factory=GASeedingParams)  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset"):
+            from llome_core.ehrlich import preset_config
+
+            cfg = preset_config(str(data["preset"]))  # ValueError names the known presets
+            shape = {
+                "num_states": cfg.num_states, "dim": cfg.dim, "num_motifs": cfg.num_motifs,
+                "motif_length": cfg.motif_length, "quantization": cfg.quantization,
+            }
+            data = {**shape, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _valid_instance(self) -> "EhrlichParams":
+        self.to_config()  # EhrlichConfig's checks: motifs fit, quantization divides k
+        return self
+
+    def to_config(self) -> EhrlichConfig:
+        return EhrlichConfig(
+            num_states=self.num_states, dim=self.dim, num_motifs=self.num_motifs,
+            motif_length=self.motif_length, quantization=self.quantization,
+            epistasis_factor=self.epistasis_factor, random_seed=self.seed,
+        )
+
+    def alphabet(self) -> Alphabet:
+        return Alphabet.for_ehrlich(self.num_states)
+
+
+class WetlabParams(Strict):
+    """A lab measures the candidates and uploads the results as CSV."""
+
+    kind: Literal["wetlab"]
+    alphabet: str = Field(..., min_length=2, max_length=64, examples=["ACDEFGHIKLMNPQRSTVWY"])
+    length: int = Field(..., ge=1, le=4096)
+
+    @field_validator("alphabet")
+    @classmethod
+    def _valid_alphabet(cls, v: str) -> str:
+        Alphabet(v)  # ValueError says what is wrong
+        return v
+
+
+OracleParams = Annotated[EhrlichParams | WetlabParams, Field(discriminator="kind")]
+
+
+class LlomeParams(Strict):
+    """LLOME: train the language model each round, refine, filter."""
+
+    kind: Literal["llome"]
+    objective: str = Field(
+        _LOOP.objective,
+        description="sft | dpo | marge | reinforce (round 1 is SFT), or a schedule like sft1-marge9",
+    )
+    train: TrainParams = Field(default_factory=TrainParams)  # type: ignore[valid-type]
+    generate: GenerateParams = Field(default_factory=GenerateParams)  # type: ignore[valid-type]
+
+    @field_validator("objective")
+    @classmethod
+    def _valid_objective(cls, v: str) -> str:
+        parse_schedule(v, 1)
+        return v.lower().strip()
+
+
+class GAParams(Strict):
+    """The genetic algorithm as the optimizer: one GA step of ``batch_size`` particles per round."""
+
+    kind: Literal["ga"]
+    mutation_prob: float = Field(GAConfig.mutation_prob, gt=0, lt=1)
+    recombine_prob: float = Field(GAConfig.recombine_prob, ge=0, lt=1)
+    survival_quantile: float = Field(GAConfig.survival_quantile, gt=0, lt=1)
+
+
+OptimizerParams = Annotated[LlomeParams | GAParams, Field(discriminator="kind")]
+
+
+class CampaignCreate(Strict):
+    name: str = Field(..., min_length=1, max_length=200)
+    oracle: OracleParams
+    optimizer: OptimizerParams = Field(default_factory=lambda: LlomeParams(kind="llome"))
+    batch_size: int = Field(_LOOP.batch_size, ge=1, le=100_000, description="oracle calls per round")
+    rounds: int = Field(_LOOP.rounds, ge=1, le=1000)
+    seed: int = Field(_LOOP.seed, ge=0, description="the campaign's random seed")
+    model: ModelParams = Field(default_factory=ModelParams)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _fits(self) -> "CampaignCreate":
+        if isinstance(self.optimizer, GAParams):
+            if self.optimizer.survival_quantile * self.batch_size < 2:
+                raise ValueError(
+                    "survival_quantile * batch_size must be at least 2 (the GA needs two parents)"
+                )
+        return self
+
+    def loop_config(self, device: str) -> LoopConfig:
+        assert isinstance(self.optimizer, LlomeParams)
+        train = self.optimizer.train.model_dump()
+        if "replay_fraction" not in self.optimizer.train.model_fields_set and self.batch_size < 500:
+            # spec §3.1 [ours]: one small batch rarely yields pairs within the distance
+            # threshold, so small campaigns train on everything labelled so far.
+            train["replay_fraction"] = 1.0
+        return LoopConfig(
+            objective=self.optimizer.objective,
+            rounds=self.rounds,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            device=device,
+            model=ModelConfig(**self.model.model_dump()),
+            train=TrainConfig(**train),
+            generate=GenerateConfig(**self.optimizer.generate.model_dump()),
+        )
+
+
+class CampaignRead(BaseModel):
+    id: int
+    name: str
+    status: str
+    round: int = Field(description="the round in progress (0 while seeding)")
+    rounds: int
+    batch_size: int
+    seed: int
+    alphabet: str
+    length: int
+    oracle: dict[str, Any]
+    optimizer: dict[str, Any]
+    model: dict[str, Any]
+    progress: Progress
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+CampaignPage = Page[CampaignRead]

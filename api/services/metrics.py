@@ -1,0 +1,94 @@
+"""Per-round metrics (regret for Ehrlich, best score, feasible and unique fractions) and the plot."""
+
+from __future__ import annotations
+
+import io
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from api.models import Batch, Campaign, Measurement, OracleKind, Round
+from api.schemas.batches import MetricsRead, RoundMetrics
+
+
+def compute(session: Session, campaign: Campaign) -> MetricsRead:
+    ehrlich = campaign.oracle_kind == OracleKind.EHRLICH
+    score = func.coalesce(Measurement.value, 0.0)
+    agg = (
+        select(
+            Measurement.batch_id,
+            func.count(),
+            func.sum(case((Measurement.feasible, 1), else_=0)),
+            func.avg(score),
+            func.max(Measurement.value),
+        )
+        .where(Measurement.campaign_id == campaign.id)
+        .group_by(Measurement.batch_id)
+    )
+    by_batch = {b: (n, nf, mean, best) for b, n, nf, mean, best in session.execute(agg).tuples()}
+    batches = list(session.scalars(
+        select(Batch).where(Batch.campaign_id == campaign.id).order_by(Batch.round)
+    ))
+    rounds = {r.number: r for r in session.scalars(select(Round).where(Round.campaign_id == campaign.id))}
+
+    out: list[RoundMetrics] = []
+    calls = 0
+    best_so_far: float | None = None
+
+    def row(number: int, n: int, nf: int, mean: float | None, best: float | None,
+            proposed: int | None, extra_calls: int) -> None:
+        nonlocal calls, best_so_far
+        calls += extra_calls
+        if best is not None:
+            best_so_far = best if best_so_far is None else max(best_so_far, best)
+        rnd = rounds.get(number)
+        proposal = (rnd.proposal_metrics if rnd else None) or None
+        unique = (proposal.get("unique_fraction", proposal.get("unique_frac")) if proposal else None)
+        out.append(RoundMetrics(
+            round=number, oracle_calls=calls, labelled=n,
+            feasible_fraction=(nf / n) if n else None,
+            unique_fraction=float(unique) if unique is not None else None,
+            mean_score=float(mean) if mean is not None else None,
+            best_score=best, best_so_far=best_so_far,
+            regret=(1.0 - best_so_far) if ehrlich and best_so_far is not None else (1.0 if ehrlich and n else None),
+            mean_regret=(1.0 - float(mean)) if ehrlich and mean is not None else None,
+            train=(rnd.train_metrics if rnd else None), proposal=proposal,
+        ))
+
+    seed = by_batch.get(None)
+    if seed is not None:
+        n, nf, mean, best = seed
+        seed_round = rounds.get(0)
+        ga_calls = (seed_round.proposal_metrics or {}).get("oracle_calls") if seed_round else None
+        row(0, n, nf or 0, mean, best, None, int(ga_calls) if ga_calls else n)
+    for b in batches:
+        n, nf, mean, best = by_batch.get(b.id, (0, 0, None, None))
+        row(b.round, n, nf or 0, mean, best, b.size, n)
+    return MetricsRead(campaign_id=campaign.id, objective="regret" if ehrlich else "score", rounds=out)
+
+
+def plot_png(metrics: MetricsRead, title: str) -> bytes:
+    """Best score (or regret, for Ehrlich) against cumulative oracle calls."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    pts = [(m.oracle_calls, m.regret if metrics.objective == "regret" else m.best_so_far)
+           for m in metrics.rounds]
+    pts = [(x, y) for x, y in pts if y is not None]
+    if pts:
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", drawstyle="steps-post")
+    else:
+        ax.text(0.5, 0.5, "no labelled data yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("oracle calls")
+    ax.set_ylabel("min regret (1 - best score)" if metrics.objective == "regret" else "best score")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

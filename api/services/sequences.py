@@ -1,0 +1,68 @@
+"""Labelled sequences, page by page, and the whole campaign as a streamed CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.csvio import write_rows
+from api.models import Batch, Campaign, Candidate, Measurement, Sequence
+from api.schemas.measurements import SequenceRead
+
+EXPORT_COLUMNS = [
+    "sequence_id", "status", "sequence", "score", "feasible", "round", "candidate_id", "batch_id",
+    "source", "upload_id", "upload_row", "measured_at",
+]
+
+
+def page(session: Session, campaign: Campaign, *, cursor: int | None, limit: int) -> tuple[list[SequenceRead], int | None]:
+    """Labelled sequences in the order they were labelled; the cursor is the last measurement id."""
+    q = (
+        select(Measurement, Sequence.text, Batch.round)
+        .join(Sequence, Sequence.id == Measurement.sequence_id)
+        .outerjoin(Batch, Batch.id == Measurement.batch_id)
+        .where(Measurement.campaign_id == campaign.id)
+        .order_by(Measurement.id)
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        q = q.where(Measurement.id > cursor)
+    rows = session.execute(q).tuples().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [
+        SequenceRead(sequence_id=m.sequence_id, sequence=text, score=m.value, feasible=m.feasible,
+                     source=m.source, round=rnd, candidate_id=m.candidate_id, batch_id=m.batch_id,
+                     created_at=m.created_at)
+        for m, text, rnd in rows
+    ]
+    return items, (rows[-1][0].id if more and rows else None)
+
+
+def export_csv(factory: sessionmaker[Session], campaign_id: int) -> Iterator[str]:
+    """Every sequence of the campaign (labelled, and proposed but not yet labelled) as CSV.
+    Opens its own session: the response streams after the request's session has closed."""
+
+    def rows() -> Iterator[list[object]]:
+        with factory() as session:
+            q = (
+                select(Sequence.id, Sequence.text, Measurement, Candidate.id, Candidate.status, Batch)
+                .outerjoin(Measurement, Measurement.sequence_id == Sequence.id)
+                .outerjoin(Candidate, Candidate.sequence_id == Sequence.id)
+                .outerjoin(Batch, Batch.id == Candidate.batch_id)
+                .where(Sequence.campaign_id == campaign_id)
+                .order_by(Sequence.id)
+                .execution_options(yield_per=1000)
+            )
+            for sid, text, m, cid, cstatus, batch in session.execute(q).tuples():
+                status = cstatus if m is None else ("measured" if m.feasible else "infeasible")
+                yield [
+                    sid, status or "", text, m.value if m else None, m.feasible if m else None,
+                    batch.round if batch else None, cid, batch.id if batch else None,
+                    m.source if m else None, m.upload_id if m else None, m.row if m else None,
+                    m.created_at.isoformat() if m else None,
+                ]
+
+    return write_rows(EXPORT_COLUMNS, rows())
