@@ -44,9 +44,13 @@ TINY_DEFAULTS: dict[str, tuple[str, float, int]] = {
     "marge": ("adamw_torch", 1e-4, 32),
     "reinforce": ("adamw_torch", 1e-4, 32),
 }
-# Round 1 of a random-init model must teach it the format (§3.8): epochs unless
-# TrainConfig.first_round_epochs says otherwise.
-TINY_FIRST_ROUND_EPOCHS = 3
+# Round 1 of a random-init model must teach it the format (§3.8). What it needs is optimizer
+# steps, not epochs: at lr 1e-3, batch 32, greedy outputs parsed 0% after 50 steps and 100%
+# after 100 (feasible 15%), 87% feasible after 200 (v=32, L=16 GA data). Unless
+# TrainConfig.first_round_epochs is set, round 1 of a tiny model runs enough epochs for this many
+# steps, within the cap.
+TINY_FIRST_ROUND_MIN_STEPS = 200
+TINY_FIRST_ROUND_MAX_EPOCHS = 20
 # Fraction of the steps used to warm up DPO on a tiny model (the paper's 150 steps can exceed a
 # whole tiny epoch).
 TINY_DPO_WARMUP_FRACTION = 0.1
@@ -62,7 +66,16 @@ class Resolved:
     learning_rate: float
     batch_size: int
     epochs: int
-    first_round_epochs: int
+    first_round_epochs: int | None  # None: enough epochs for TINY_FIRST_ROUND_MIN_STEPS
+
+    def epochs_for_round(self, round_index: int, steps_per_epoch: int) -> int:
+        """Epochs of round ``round_index`` (0 = the first round) given its steps per epoch."""
+        if round_index > 0:
+            return self.epochs
+        if self.first_round_epochs is not None:
+            return self.first_round_epochs
+        needed = math.ceil(TINY_FIRST_ROUND_MIN_STEPS / max(1, steps_per_epoch))
+        return min(TINY_FIRST_ROUND_MAX_EPOCHS, max(self.epochs, needed))
 
 
 def resolve(config: TrainConfig, objective: str, is_tiny_model: bool) -> Resolved:
@@ -79,8 +92,10 @@ def resolve(config: TrainConfig, objective: str, is_tiny_model: bool) -> Resolve
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
     first = config.first_round_epochs
-    if first is None:
-        first = max(config.epochs, TINY_FIRST_ROUND_EPOCHS) if is_tiny_model else config.epochs
+    if first is None and not is_tiny_model:
+        first = config.epochs
+    if first is not None and first < 1:
+        raise ValueError(f"first_round_epochs must be at least 1, got {first}")
     return Resolved(objective, optim, lr, batch, config.epochs, first)
 
 
@@ -215,15 +230,15 @@ def train_round(
 ) -> TrainResult:
     """Train one outer round and return the selected checkpoint, seeds and metrics.
 
-    ``round_index`` counts from 1 (round 1 may train for ``first_round_epochs``). Raises
+    ``round_index`` counts from 0 (0 is round 1, which may train for ``first_round_epochs``; a
+    tiny model's round 1 trains for at least :data:`TINY_FIRST_ROUND_MIN_STEPS` steps). Raises
     :class:`llome_core.datasets.NoTrainingPairs` when the data hold nothing to learn from and
     lets :class:`llome_core.progress.Cancelled` from ``reporter`` through.
     """
-    if round_index < 1:
-        raise ValueError(f"round_index counts from 1, got {round_index}")
+    if round_index < 0:
+        raise ValueError(f"round_index counts from 0 (the first round), got {round_index}")
     started = time.perf_counter()
     resolved = resolve(config, objective, is_tiny_model)
-    epochs = resolved.first_round_epochs if round_index == 1 else resolved.epochs
     # numpy (seeded by transformers) takes 32-bit seeds only.
     train_seed = derive_seed(seed, "train", round_index) % 2**32
     examples = make_examples(labelled, objective, config, generator(seed, "pairs", round_index))
@@ -249,6 +264,7 @@ def train_round(
                     r["ref_logp"] = lp
 
     steps_per_epoch = math.ceil(len(train_records) / resolved.batch_size)
+    epochs = resolved.epochs_for_round(round_index, steps_per_epoch)
     total_steps = steps_per_epoch * epochs
     warmup = 0
     if objective == "dpo":
@@ -296,7 +312,7 @@ def train_round(
     seeds = refinement_seeds(examples, k=num_seeds)
     metrics: dict[str, Any] = {
         "objective": objective,
-        "round": round_index,
+        "round_index": round_index,
         "num_sequences": examples.num_sequences,
         "num_candidates": examples.num_candidates,
         "num_examples": len(examples),

@@ -13,7 +13,13 @@ from llome_core.modeling import build_model, build_tokenizer
 from llome_core.optimizer import Labelled
 from llome_core.progress import Cancelled
 from llome_core.text import TextFormat
-from llome_core.training import PRETRAINED_DEFAULTS, resolve, train_round
+from llome_core.training import (
+    PRETRAINED_DEFAULTS,
+    TINY_FIRST_ROUND_MAX_EPOCHS,
+    TINY_FIRST_ROUND_MIN_STEPS,
+    resolve,
+    train_round,
+)
 
 V, L = 8, 8
 FMT = TextFormat("json")
@@ -38,7 +44,7 @@ def data():
     return labelled()
 
 
-def run(objective, tokenizer, data, tmp_path, *, round_index=2, seed=0, config=None, reporter=None):
+def run(objective, tokenizer, data, tmp_path, *, round_index=1, seed=0, config=None, reporter=None):
     model = build_model(TINY, tokenizer, seed=7)
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
     result = train_round(
@@ -75,10 +81,12 @@ def test_the_same_seed_gives_identical_weights_and_another_does_not(tokenizer, d
 
 
 def test_the_kept_checkpoint_has_the_lowest_held_out_loss(tokenizer, data, tmp_path):
-    _, result = run("sft", tokenizer, data, tmp_path, round_index=1)
+    config = TrainConfig(batch_size=16, first_round_epochs=2)
+    _, result = run("sft", tokenizer, data, tmp_path, round_index=0, config=config)
     history = result.metrics["eval_history"]
-    assert result.metrics["epochs"] == resolve(TrainConfig(), "sft", True).first_round_epochs
-    assert len(history) >= 10  # every 10% of each epoch
+    assert result.metrics["epochs"] == 2
+    per_epoch = result.metrics["steps"] // 2
+    assert len(history) == 2 * min(10, per_epoch)  # every 10% of each epoch
     assert result.metrics["eval_loss"] == min(loss for _, loss in history)
     step = result.metrics["selected_step"]
     assert (step, result.metrics["eval_loss"]) in history
@@ -93,7 +101,7 @@ def test_a_cancelled_reporter_stops_training(tokenizer, data, tmp_path):
     with pytest.raises(Cancelled):
         train_round(
             model, tokenizer, FMT, data, objective="sft", config=TrainConfig(batch_size=16),
-            round_index=2, seed=0, output_dir=tmp_path, reporter=reporter,
+            round_index=1, seed=0, output_dir=tmp_path, reporter=reporter,
         )
     assert "forward" not in model.__dict__
 
@@ -105,7 +113,7 @@ def test_no_pairs_reaches_the_caller_in_plain_words(tokenizer, tmp_path):
     model = build_model(TINY, tokenizer, seed=7)
     with pytest.raises(NoTrainingPairs, match="point mutants"):
         train_round(model, tokenizer, FMT, far, objective="marge", config=TrainConfig(),
-                    round_index=2, seed=0, output_dir=tmp_path)
+                    round_index=1, seed=0, output_dir=tmp_path)
 
 
 def test_resolve_gives_the_paper_settings_for_a_pretrained_model_and_config_wins():
@@ -115,8 +123,19 @@ def test_resolve_gives_the_paper_settings_for_a_pretrained_model_and_config_wins
     assert resolve(TrainConfig(), "dpo", False).optimizer == "rmsprop"
     assert resolve(TrainConfig(), "sft", False).learning_rate == 1e-6
     tiny = resolve(TrainConfig(), "sft", is_tiny_model=True)
-    assert tiny.learning_rate > 1e-5 and tiny.first_round_epochs >= 1
+    assert tiny.learning_rate > 1e-5
     custom = resolve(TrainConfig(learning_rate=3e-4, batch_size=8, first_round_epochs=2), "marge", True)
     assert (custom.learning_rate, custom.batch_size, custom.first_round_epochs) == (3e-4, 8, 2)
     with pytest.raises(ValueError, match="objective"):
         resolve(TrainConfig(), "ppo", True)
+
+
+def test_a_tiny_models_first_round_runs_enough_steps_to_learn_the_format():
+    tiny = resolve(TrainConfig(), "sft", is_tiny_model=True)
+    assert tiny.epochs_for_round(1, steps_per_epoch=5) == 1  # later rounds: one epoch
+    assert tiny.epochs_for_round(0, steps_per_epoch=1000) == 1
+    assert tiny.epochs_for_round(0, steps_per_epoch=50) == math.ceil(TINY_FIRST_ROUND_MIN_STEPS / 50)
+    assert tiny.epochs_for_round(0, steps_per_epoch=1) == TINY_FIRST_ROUND_MAX_EPOCHS
+    fixed = resolve(TrainConfig(first_round_epochs=4), "sft", is_tiny_model=True)
+    assert fixed.epochs_for_round(0, steps_per_epoch=1) == 4
+    assert resolve(TrainConfig(), "sft", is_tiny_model=False).epochs_for_round(0, 1) == 1
