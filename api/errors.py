@@ -82,7 +82,9 @@ def problem(status: int, title: str, detail: str, instance: str | None = None,
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+        loc = loc[1:]  # where the value came from, not its name
+    parts = [str(p) for p in loc]
     # Discriminated unions add the tag ("ehrlich") to the location: drop it, users never typed it.
     return ".".join(p for p in parts if p not in ("ehrlich", "wetlab", "llome", "ga")) or "body"
 

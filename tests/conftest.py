@@ -132,3 +132,36 @@ def client(app):  # type: ignore[no-untyped-def]
 
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture
+def runtime(settings, publisher):  # type: ignore[no-untyped-def]
+    """The worker's per-process state on the test database, sending to the recording publisher:
+    tests run step bodies directly (no Celery) and see what each step would enqueue."""
+    from api.db import make_engine, make_sessionmaker
+    from worker.runtime import Runtime
+
+    engine = make_engine(settings)
+    yield Runtime(settings=settings, engine=engine,
+                  session_factory=make_sessionmaker(engine, publisher), device="cpu")
+    engine.dispose()
+
+
+def drain(runtime, publisher: RecordingPublisher, max_tasks: int = 200) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """Run every task the publisher recorded, in order, as a worker would; returns
+    (task name, outcome) pairs. Tasks enqueued while draining are run too."""
+    from api.services.jobs import TaskName
+    from worker import steps
+
+    done: list[tuple[str, str]] = []
+    while publisher.sent and len(done) < max_tasks:
+        name, ids = publisher.sent.pop(0)
+        if name == TaskName.ADVANCE:
+            steps.advance(runtime, ids[0])
+            done.append((name, "advanced"))
+        elif name == TaskName.RECOVER:
+            steps.recover(runtime)
+            done.append((name, "recovered"))
+        else:
+            done.append((name, steps.run_job(runtime, ids[0])))
+    return done

@@ -80,6 +80,12 @@ class EhrlichParams(Strict):
     @model_validator(mode="after")
     def _valid_instance(self) -> "EhrlichParams":
         self.to_config()  # EhrlichConfig's checks: motifs fit, quantization divides k
+        from llome_core.ga import check_config
+
+        try:
+            check_config(GAConfig(**self.seeding.model_dump()))
+        except ValueError as exc:
+            raise ValueError(f"seeding: {exc}") from None
         return self
 
     def to_config(self) -> EhrlichConfig:
