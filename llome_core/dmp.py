@@ -8,8 +8,8 @@ transitions instead of holo's log-likelihood sum.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
@@ -49,7 +49,9 @@ def sample_transition_matrix(
     Consumes ``generator`` in holo's order: ``randn(v, v)`` then ``randperm(v)`` (rows of the
     band mask). Raises ``ValueError`` when the draw is not ergodic (holo does not retry either).
     """
-    dense = (torch.randn(num_states, num_states, generator=generator) / softmax_temp).softmax(dim=-1)
+    dense = (torch.randn(num_states, num_states, generator=generator) / softmax_temp).softmax(
+        dim=-1
+    )
     mask = banded_mask(num_states, bandwidth)
     mask = mask[torch.randperm(num_states, generator=generator)]
     if repeats_always_possible:
@@ -70,7 +72,9 @@ def sample_transition_matrix(
     return matrix
 
 
-def stationary_distribution(transition_matrix: torch.Tensor, tolerance: float = 1e-5) -> torch.Tensor:
+def stationary_distribution(
+    transition_matrix: torch.Tensor, tolerance: float = 1e-5
+) -> torch.Tensor:
     """Stationary law π (shape (v, 1), float32) from [(I - A)ᵀ; 1ᵀ] π = [0; 1] by QR, as holo."""
     n = transition_matrix.shape[0]
     a = (torch.eye(n) - transition_matrix).T
@@ -81,7 +85,9 @@ def stationary_distribution(transition_matrix: torch.Tensor, tolerance: float = 
     solution = torch.linalg.solve(r, q.T @ b)
     residual = torch.norm(a @ solution - b) / torch.norm(b)
     if residual > tolerance:
-        raise ValueError("stationary distribution solve failed: the chain has no unique stationary law")
+        raise ValueError(
+            "stationary distribution solve failed: the chain has no unique stationary law"
+        )
     return solution
 
 
@@ -94,7 +100,9 @@ def sample_dmp(
 ) -> torch.Tensor:
     """(num_samples, num_steps) int64 Markov-chain samples; one ``multinomial`` per position, as holo."""
     samples = torch.zeros(num_samples, num_steps, dtype=torch.int64)
-    samples[:, 0] = torch.multinomial(initial_dist, num_samples, replacement=True, generator=generator)
+    samples[:, 0] = torch.multinomial(
+        initial_dist, num_samples, replacement=True, generator=generator
+    )
     for t in range(1, num_steps):
         # one draw per row of A[prev]: the same generator consumption as holo's sample_dmp
         samples[:, t] = torch.multinomial(

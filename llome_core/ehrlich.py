@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+
 import numpy as np
 import torch
 
@@ -39,7 +40,9 @@ EVAL_CHUNK = 8192
 _PRESET_RE = re.compile(r"^ehr_v-(\d+)_l-(\d+)_m-(\d+)_c-(\d+)_q-(\d+)$")
 
 
-def preset_name(num_states: int, dim: int, num_motifs: int, motif_length: int, quantization: int) -> str:
+def preset_name(
+    num_states: int, dim: int, num_motifs: int, motif_length: int, quantization: int
+) -> str:
     """The preset name of a shape, e.g. ``ehr_v-32_l-032_m-4_c-4_q-4``.
 
     ``m`` is the number of motifs and ``c`` the motif length (the name is ambiguous in the
@@ -85,7 +88,9 @@ class Ehrlich:
         generator = torch.Generator().manual_seed(self.random_seed)
         bandwidth = int(self.num_states * dmp.BANDWIDTH_FRACTION)
         with dmp.single_thread():
-            self.transition_matrix = dmp.sample_transition_matrix(self.num_states, bandwidth, generator)
+            self.transition_matrix = dmp.sample_transition_matrix(
+                self.num_states, bandwidth, generator
+            )
             self.stationary_dist = dmp.stationary_distribution(self.transition_matrix).squeeze(-1)
 
         c, k = self.num_motifs, self.motif_length
@@ -112,13 +117,14 @@ class Ehrlich:
         self._state_dtype = np.uint8 if self.num_states <= 256 else np.int32
         self._pair_dtype = np.int16 if self.num_states**2 <= 2**15 else np.int64
         self._response_table = self._make_response_table()
+        self._response_np = self._response_table.numpy()
         # One (c, k) table of motif states and offsets for the kernel.
         self._motif_states = [m.tolist() for m in self.motifs]
         self._motif_offsets = [o.tolist() for o in self.offsets]
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
-    def from_config(cls, config: EhrlichConfig) -> "Ehrlich":
+    def from_config(cls, config: EhrlichConfig) -> Ehrlich:
         """The instance described by an :class:`EhrlichConfig`."""
         return cls(
             config.num_states,
@@ -131,7 +137,7 @@ class Ehrlich:
         )
 
     @classmethod
-    def preset(cls, name: str, random_seed: int = PAPER_SEED) -> "Ehrlich":
+    def preset(cls, name: str, random_seed: int = PAPER_SEED) -> Ehrlich:
         """A named instance such as ``ehr_v-32_l-032_m-4_c-4_q-4`` (seed: the paper's by default)."""
         return cls.from_config(preset_config(name, random_seed))
 
@@ -172,7 +178,9 @@ class Ehrlich:
         if int(n) < 1:
             raise ValueError(f"n must be a positive number of sequences, got {n}")
         generator = torch.Generator().manual_seed(self.random_seed)
-        return dmp.sample_dmp(self.stationary_dist, self.transition_matrix, self.dim, int(n), generator)
+        return dmp.sample_dmp(
+            self.stationary_dist, self.transition_matrix, self.dim, int(n), generator
+        )
 
     def optimal_solution(self) -> torch.Tensor:
         """(1, L) int64 sequence scoring 1: motifs end to end, gaps and tail filled by repeats."""
@@ -197,7 +205,9 @@ class Ehrlich:
         """``x`` as an (n, L) integer numpy array (shape and dtype checked, range not yet)."""
         if isinstance(x, torch.Tensor):
             if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-                raise ValueError(f"sequences must be an integer tensor of states, got dtype {x.dtype}")
+                raise ValueError(
+                    f"sequences must be an integer tensor of states, got dtype {x.dtype}"
+                )
             arr = x.detach().cpu().numpy()
         else:
             arr = np.asarray(x)
@@ -206,7 +216,9 @@ class Ehrlich:
         if arr.ndim != 2:
             raise ValueError(f"sequences must be an (n, {self.dim}) tensor, got shape {arr.shape}")
         if arr.dtype.kind not in "iu":
-            raise ValueError(f"sequences must be an integer tensor of states, got dtype {arr.dtype}")
+            raise ValueError(
+                f"sequences must be an integer tensor of states, got dtype {arr.dtype}"
+            )
         if arr.shape[1] != self.dim:
             raise ValueError(f"sequences must have length {self.dim}, got length {arr.shape[1]}")
         return arr
@@ -232,44 +244,46 @@ class Ehrlich:
         """``(values, feasible)`` for an (n, L) batch: float32 values, 0 where infeasible."""
         arr = self._as_batch(x)
         n = arr.shape[0]
-        values = torch.zeros(n, dtype=torch.float32)
-        feasible = torch.zeros(n, dtype=torch.bool)
+        values = np.zeros(n, dtype=np.float32)
+        feasible = np.zeros(n, dtype=np.bool_)
         for start in range(0, n, EVAL_CHUNK):
             chunk = arr[start : start + EVAL_CHUNK]
             self._check_range(chunk)
-            v, f = self._evaluate_chunk(chunk)
-            values[start : start + len(chunk)] = v
-            feasible[start : start + len(chunk)] = f
-        return values, feasible
+            self._evaluate_chunk(
+                chunk, values[start : start + len(chunk)], feasible[start : start + len(chunk)]
+            )
+        return torch.from_numpy(values), torch.from_numpy(feasible)
 
-    def _evaluate_chunk(self, chunk: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The kernel on one chunk: numpy, single-threaded, positions-major small integers.
+    def _evaluate_chunk(self, chunk: np.ndarray, values: np.ndarray, feasible: np.ndarray) -> None:
+        """The kernel on one chunk, written into ``values`` and ``feasible``.
 
-        Transposed to (L, n) so each position is one contiguous run of bytes and every motif
-        element is one vectorized compare over ``starts`` rows. numpy beats torch here: its fancy
-        indexing into the banned-transition table is several times faster than torch's.
+        numpy, single-threaded, positions-major small integers: transposed to (L, n), each
+        position is one contiguous run of bytes and every motif element is one vectorized compare
+        over the valid starts. numpy's fancy indexing into the banned-transition table is several
+        times faster than torch's, and torch's thread hand-offs on these small arrays cost more
+        than the work on a busy machine.
         """
         u = np.ascontiguousarray(chunk.astype(self._state_dtype, copy=False).T)
         width = u.shape[1]
         pairs = u[:-1].astype(self._pair_dtype)
         pairs *= self.num_states
         pairs += u[1:]
-        feasible = np.bitwise_or.reduce(np.take(self._banned_u8, pairs), axis=0) == 0
+        np.equal(np.bitwise_or.reduce(np.take(self._banned_u8, pairs), axis=0), 0, out=feasible)
 
         equal = np.empty((self.dim, width), dtype=np.bool_)
-        best_counts = []
-        for motif, offsets in zip(self._motif_states, self._motif_offsets):
+        responses = np.empty((self.num_motifs, width), dtype=np.float32)
+        for i, (motif, offsets) in enumerate(zip(self._motif_states, self._motif_offsets)):
             starts = self.dim - offsets[-1]  # every start l with l + s_{k-1} < L
             count = np.equal(u[offsets[0] : offsets[0] + starts], motif[0]).view(np.uint8)
             for state, offset in zip(motif[1:], offsets[1:]):
                 np.equal(u[offset : offset + starts], state, out=equal[:starts])
                 count += equal[:starts].view(np.uint8)
-            best_counts.append(count.max(axis=0))  # quantization is monotone: quantize the max
-        counts = torch.from_numpy(np.stack(best_counts)).long()
-        # holo multiplies the per-motif responses with stack(...).prod(0) in float32: the same op
-        value = self._response_table[counts].prod(dim=0)
-        feasible_t = torch.from_numpy(feasible)
-        return torch.where(feasible_t, value, torch.zeros_like(value)), feasible_t
+            # quantization is monotone, so quantize the best count: one table lookup per row
+            np.take(self._response_np, count.max(axis=0), out=responses[i])
+        # holo takes stack(responses).prod(0) in float32; torch's and numpy's reductions over the
+        # first axis both multiply motif by motif in order, so the products are bit-identical
+        np.multiply.reduce(responses, axis=0, out=values)
+        values[~feasible] = 0.0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(n,) float32 values of an (n, L) integer batch; infeasible rows score 0."""
@@ -325,7 +339,9 @@ def _check_parameters(
             or not isinstance(quantization, numbers.Integral)
             or quantization < 1
         ):
-            raise ValueError(f"quantization must be a positive integer or None, got {quantization!r}")
+            raise ValueError(
+                f"quantization must be a positive integer or None, got {quantization!r}"
+            )
         if motif_length % quantization != 0:
             raise ValueError(
                 f"quantization {quantization} must divide motif_length {motif_length} "

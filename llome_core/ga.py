@@ -19,8 +19,9 @@ optimizer driven by a noiseless oracle (the parity fixtures are made that way).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -57,7 +58,9 @@ def check_config(config: GAConfig) -> None:
 def losses_from_values(values: torch.Tensor, feasible: torch.Tensor) -> torch.Tensor:
     """holo's minimization target: float32 ``-value``, ``+inf`` where infeasible."""
     values = torch.as_tensor(values).to(torch.float32)
-    return torch.where(torch.as_tensor(feasible, dtype=torch.bool), -values, torch.full_like(values, float("inf")))
+    return torch.where(
+        torch.as_tensor(feasible, dtype=torch.bool), -values, torch.full_like(values, float("inf"))
+    )
 
 
 def ga_step(
@@ -78,7 +81,9 @@ def ga_step(
     """
     n, length = particles.shape
     threshold = torch.quantile(losses, survival_quantile)
-    if threshold < float("inf"):  # False for +inf and for NaN (inf - inf interpolation): all survive
+    if threshold < float(
+        "inf"
+    ):  # False for +inf and for NaN (inf - inf interpolation): all survive
         surviving = losses <= threshold
     else:
         surviving = torch.ones_like(losses, dtype=torch.bool)
@@ -89,7 +94,8 @@ def ga_step(
     parent_1 = torch.randint(0, num_surviving, (num_missing,), generator=generator)
     parent_2 = torch.randint(0, num_surviving, (num_missing,), generator=generator)
     crossover = (
-        torch.rand((num_missing, length), generator=generator, dtype=_UNIFORM_DTYPE) < recombine_prob
+        torch.rand((num_missing, length), generator=generator, dtype=_UNIFORM_DTYPE)
+        < recombine_prob
     )
     children = torch.where(crossover, survivors[parent_1], survivors[parent_2])
     population = particles.clone()
@@ -108,7 +114,9 @@ def initial_population(start: torch.Tensor, num_particles: int) -> torch.Tensor:
     if start.ndim == 1:
         start = start.unsqueeze(0)
     if start.ndim != 2 or start.shape[0] == 0:
-        raise ValueError(f"start must be a (1, L) or (M, L) tensor of states, got shape {tuple(start.shape)}")
+        raise ValueError(
+            f"start must be a (1, L) or (M, L) tensor of states, got shape {tuple(start.shape)}"
+        )
     return start[torch.arange(num_particles) % start.shape[0]].clone()
 
 
@@ -151,7 +159,11 @@ class _Archive:
 
     def labelled(self, dim: int) -> Labelled:
         if not self.rows:
-            return Labelled(torch.zeros(0, dim, dtype=torch.long), torch.zeros(0), torch.zeros(0, dtype=torch.bool))
+            return Labelled(
+                torch.zeros(0, dim, dtype=torch.long),
+                torch.zeros(0),
+                torch.zeros(0, dtype=torch.bool),
+            )
         return Labelled(torch.cat(self.rows), torch.cat(self.values), torch.cat(self.feasible))
 
 
@@ -194,7 +206,9 @@ def run_ga(
         if start is None:
             start = objective.initial_solution(1)
     if start is None or num_states is None:
-        raise ValueError("start and num_states are required when the objective is not an Ehrlich function")
+        raise ValueError(
+            "start and num_states are required when the objective is not an Ehrlich function"
+        )
     if budget is not None:
         if budget < config.num_particles:
             raise ValueError(f"budget {budget} is below one population of {config.num_particles}")
@@ -209,6 +223,7 @@ def run_ga(
     history: list[dict[str, float]] = []
     best_value, best_sequence = -float("inf"), particles[0].clone()
     t0 = time.perf_counter()
+    losses = torch.zeros(config.num_particles)  # set by round 0, before the first step reads it
     for round_ in range(num_steps + 1):
         if round_ > 0:
             particles = ga_step(
@@ -279,10 +294,14 @@ class GeneticOptimizer:
         self.dim = int(dim)
         self.particles = initial_population(start, config.num_particles)
         if self.particles.shape[1] != self.dim:
-            raise ValueError(f"start has length {self.particles.shape[1]}, expected dim = {self.dim}")
+            raise ValueError(
+                f"start has length {self.particles.shape[1]}, expected dim = {self.dim}"
+            )
         if int(self.particles.min()) < 0 or int(self.particles.max()) >= self.num_states:
             raise ValueError(f"start states must lie in [0, {self.num_states})")
-        self.generator = generator if generator is not None else torch.Generator().manual_seed(config.seed)
+        self.generator = (
+            generator if generator is not None else torch.Generator().manual_seed(config.seed)
+        )
         self.step = 0  # GA steps taken so far
         self._labels: dict[bytes, tuple[float, bool]] = {}
         self._order: list[bytes] = []
@@ -317,7 +336,9 @@ class GeneticOptimizer:
     def observe(self, batch: Labelled) -> None:
         """Record labels; the first label of a sequence wins (a repeated upload changes nothing)."""
         if batch.sequences.shape[0] and batch.sequences.shape[1] != self.dim:
-            raise ValueError(f"labelled sequences have length {batch.sequences.shape[1]}, expected {self.dim}")
+            raise ValueError(
+                f"labelled sequences have length {batch.sequences.shape[1]}, expected {self.dim}"
+            )
         arr = batch.sequences.numpy()
         for row, value, ok in zip(arr, batch.values.tolist(), batch.feasible.tolist()):
             key = row.astype("int64").tobytes()
@@ -339,7 +360,7 @@ class GeneticOptimizer:
         }
 
     @classmethod
-    def from_state_dict(cls, d: dict[str, Any]) -> "GeneticOptimizer":
+    def from_state_dict(cls, d: dict[str, Any]) -> GeneticOptimizer:
         """The optimizer saved by :meth:`state_dict`."""
         opt = cls(
             GAConfig(**d["config"]),
@@ -356,7 +377,11 @@ class GeneticOptimizer:
     def labelled(self) -> Labelled:
         """Every label observed so far, in arrival order."""
         if not self._order:
-            return Labelled(torch.zeros(0, self.dim, dtype=torch.long), torch.zeros(0), torch.zeros(0, dtype=torch.bool))
+            return Labelled(
+                torch.zeros(0, self.dim, dtype=torch.long),
+                torch.zeros(0),
+                torch.zeros(0, dtype=torch.bool),
+            )
         seqs = torch.stack([torch.frombuffer(bytearray(k), dtype=torch.int64) for k in self._order])
         values = torch.tensor([self._labels[k][0] for k in self._order], dtype=torch.float64)
         feasible = torch.tensor([self._labels[k][1] for k in self._order])

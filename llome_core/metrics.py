@@ -45,7 +45,10 @@ def mean_edit_distance(sequences: torch.Tensor, reference: torch.Tensor) -> floa
         reference = reference.unsqueeze(0)
     if sequences.shape[0] == 0:
         return 0.0
-    if sequences.shape[-1] != reference.shape[-1] or reference.shape[0] not in (1, sequences.shape[0]):
+    if sequences.shape[-1] != reference.shape[-1] or reference.shape[0] not in (
+        1,
+        sequences.shape[0],
+    ):
         raise ValueError(
             f"cannot compare sequences of shape {tuple(sequences.shape)} with reference of shape "
             f"{tuple(reference.shape)}: the reference needs 1 or {sequences.shape[0]} rows of the same length"

@@ -21,14 +21,25 @@ from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-import torch  # noqa: E402
-from holo.optim import DiscreteEvolution  # noqa: E402
-from holo.test_functions.closed_form import Ehrlich  # noqa: E402
-from holo.test_functions.elemental import sample_dmp  # noqa: E402
+import torch
+from holo.optim import DiscreteEvolution
+from holo.test_functions.closed_form import Ehrlich
+from holo.test_functions.elemental import sample_dmp
 
-OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "tests" / "data"
+OUT = (
+    Path(sys.argv[1])
+    if len(sys.argv) > 1
+    else Path(__file__).resolve().parents[1] / "tests" / "data"
+)
 PAPER_SEED = 50494
-PRESETS = [(32, 32, 4, 4, 4), (32, 32, 4, 4, 2), (32, 128, 4, 4, 4), (32, 128, 4, 4, 2), (32, 128, 8, 8, 8), (8, 128, 8, 8, 8)]
+PRESETS = [
+    (32, 32, 4, 4, 4),
+    (32, 32, 4, 4, 2),
+    (32, 128, 4, 4, 4),
+    (32, 128, 4, 4, 2),
+    (32, 128, 8, 8, 8),
+    (8, 128, 8, 8, 8),
+]
 # (v, L, c, k, q, epistasis)
 SMALL = [
     (8, 16, 2, 3, 3, 0.0),
@@ -61,7 +72,15 @@ def holo_values(fn: Ehrlich, x: torch.Tensor) -> list:
 
 
 def instance_fixture(v, L, c, k, q, eps, seed, rng: random.Random) -> dict:
-    params = dict(num_states=v, dim=L, num_motifs=c, motif_length=k, quantization=q, epistasis_factor=eps, random_seed=seed)
+    params = dict(
+        num_states=v,
+        dim=L,
+        num_motifs=c,
+        motif_length=k,
+        quantization=q,
+        epistasis_factor=eps,
+        random_seed=seed,
+    )
     try:
         fn = Ehrlich(v, L, c, k, q, epistasis_factor=eps, random_seed=seed)
     except Exception as err:  # holo rejects this draw (not ergodic): our tests expect a ValueError
@@ -70,7 +89,9 @@ def instance_fixture(v, L, c, k, q, eps, seed, rng: random.Random) -> dict:
     inits = {str(n): fn.initial_solution(n).reshape(n, L).tolist() for n in (1, 3, 7)}
     g = torch.Generator().manual_seed(rng.randrange(2**31))
     random_x = torch.randint(v, (NUM_SEQS, L), generator=g)
-    dmp_x = sample_dmp(fn.stationary_dist.squeeze(-1), fn.transition_matrix, L, NUM_SEQS, generator=g)
+    dmp_x = sample_dmp(
+        fn.stationary_dist.squeeze(-1), fn.transition_matrix, L, NUM_SEQS, generator=g
+    )
     near = opt.unsqueeze(0).repeat(NUM_SEQS, 1)
     for i in range(NUM_SEQS):
         num_mut = 1 + i % 3
@@ -85,7 +106,13 @@ def instance_fixture(v, L, c, k, q, eps, seed, rng: random.Random) -> dict:
         keep = torch.rand(k, generator=g) < 0.75
         planted[i, start + offs[keep]] = fn.motifs[m][keep]
     seqs = torch.cat([random_x, dmp_x, near, planted, opt.unsqueeze(0)])
-    kinds = ["random"] * NUM_SEQS + ["dmp"] * NUM_SEQS + ["near_optimal"] * NUM_SEQS + ["planted"] * NUM_SEQS + ["optimal"]
+    kinds = (
+        ["random"] * NUM_SEQS
+        + ["dmp"] * NUM_SEQS
+        + ["near_optimal"] * NUM_SEQS
+        + ["planted"] * NUM_SEQS
+        + ["optimal"]
+    )
     return {
         "params": params,
         "transition_matrix": floats(fn.transition_matrix),
@@ -100,7 +127,9 @@ def instance_fixture(v, L, c, k, q, eps, seed, rng: random.Random) -> dict:
     }
 
 
-def ga_fixture(shape, seed, num_particles, mutation_prob, recombine_prob, survival_quantile, steps, torch_seed) -> dict:
+def ga_fixture(
+    shape, seed, num_particles, mutation_prob, recombine_prob, survival_quantile, steps, torch_seed
+) -> dict:
     v, L, c, k, q = shape
     fn = Ehrlich(v, L, c, k, q, random_seed=seed)
     # the authors' script: a 1-D float32 parameter from initial_solution(), then torch.manual_seed
@@ -132,7 +161,9 @@ def ga_fixture(shape, seed, num_particles, mutation_prob, recombine_prob, surviv
             }
         )
     return {
-        "ehrlich": dict(num_states=v, dim=L, num_motifs=c, motif_length=k, quantization=q, random_seed=seed),
+        "ehrlich": dict(
+            num_states=v, dim=L, num_motifs=c, motif_length=k, quantization=q, random_seed=seed
+        ),
         "ga": dict(
             num_particles=num_particles,
             mutation_prob=mutation_prob,
@@ -163,12 +194,20 @@ def main() -> None:
         # almost every child infeasible: the quantile is +inf or NaN and every particle survives
         ga_fixture((32, 32, 4, 4, 4), 77, 20, 0.6, 0.5, 0.1, 4, 13),
     ]
-    meta = {"generator": "scripts/make_holo_fixtures.py", "holo": "pytorch-holo 0.0.5", "torch": torch.__version__}
+    meta = {
+        "generator": "scripts/make_holo_fixtures.py",
+        "holo": "pytorch-holo 0.0.5",
+        "torch": torch.__version__,
+    }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "holo_ehrlich.json").write_text(json.dumps({"meta": meta, "instances": instances}, separators=(",", ":")))
+    (OUT / "holo_ehrlich.json").write_text(
+        json.dumps({"meta": meta, "instances": instances}, separators=(",", ":"))
+    )
     (OUT / "holo_ga.json").write_text(json.dumps({"meta": meta, "runs": ga}, separators=(",", ":")))
     ok = sum("error" not in i for i in instances)
-    print(f"{len(instances)} instances ({ok} built, {len(instances) - ok} rejected by holo), {len(ga)} GA runs -> {OUT}")
+    print(
+        f"{len(instances)} instances ({ok} built, {len(instances) - ok} rejected by holo), {len(ga)} GA runs -> {OUT}"
+    )
 
 
 if __name__ == "__main__":

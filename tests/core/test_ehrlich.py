@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ def fixtures() -> list[dict]:
     return json.loads(DATA.read_text())["instances"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def built(index: int) -> Ehrlich:
     return Ehrlich(**fixtures()[index]["params"])
 
@@ -51,9 +51,21 @@ def paper() -> Ehrlich:
 
 
 def test_fixtures_cover_the_presets_and_random_shapes():
-    shapes = {tuple(fx["params"][k] for k in ("num_states", "dim", "num_motifs", "motif_length", "quantization")) for fx in fixtures()}
+    shapes = {
+        tuple(
+            fx["params"][k]
+            for k in ("num_states", "dim", "num_motifs", "motif_length", "quantization")
+        )
+        for fx in fixtures()
+    }
     for cfg in PRESETS.values():
-        assert (cfg.num_states, cfg.dim, cfg.num_motifs, cfg.motif_length, cfg.quantization) in shapes
+        assert (
+            cfg.num_states,
+            cfg.dim,
+            cfg.num_motifs,
+            cfg.motif_length,
+            cfg.quantization,
+        ) in shapes
     assert len(BUILT) >= 40 and REJECTED
 
 
@@ -62,7 +74,9 @@ def test_instance_matches_holo(index: int):
     fx = fixtures()[index]
     f = built(index)
     assert f.transition_matrix.dtype == torch.float32
-    assert torch.equal(f.transition_matrix, torch.tensor(fx["transition_matrix"], dtype=torch.float32))
+    assert torch.equal(
+        f.transition_matrix, torch.tensor(fx["transition_matrix"], dtype=torch.float32)
+    )
     assert torch.equal(f.stationary_dist, torch.tensor(fx["stationary_dist"], dtype=torch.float32))
     assert [m.tolist() for m in f.motifs] == fx["motifs"]
     assert [s.tolist() for s in f.spacings] == fx["spacings"]
@@ -94,9 +108,19 @@ def test_draws_holo_rejects_raise_a_clear_error(index: int):
 
 
 def test_paper_instance_has_the_spec_motifs_and_gaps(paper: Ehrlich):
-    assert [m.tolist() for m in paper.motifs] == [[23, 21, 10, 27], [14, 9, 31, 9], [31, 29, 6, 21], [10, 10, 8, 11]]
+    assert [m.tolist() for m in paper.motifs] == [
+        [23, 21, 10, 27],
+        [14, 9, 31, 9],
+        [31, 29, 6, 21],
+        [10, 10, 8, 11],
+    ]
     assert [s.tolist() for s in paper.spacings] == [[2, 1, 3], [1, 2, 2], [2, 2, 1], [2, 3, 1]]
-    assert [o.tolist() for o in paper.offsets] == [[0, 2, 3, 6], [0, 1, 3, 5], [0, 2, 4, 5], [0, 2, 5, 6]]
+    assert [o.tolist() for o in paper.offsets] == [
+        [0, 2, 3, 6],
+        [0, 1, 3, 5],
+        [0, 2, 4, 5],
+        [0, 2, 5, 6],
+    ]
 
 
 def test_paper_initial_solution_scores_0_046875(paper: Ehrlich):
@@ -106,7 +130,9 @@ def test_paper_initial_solution_scores_0_046875(paper: Ehrlich):
 
 
 def test_paper_optimal_solution_is_the_spec_sequence(paper: Ehrlich):
-    expected = "23 23 21 10 10 10 27 14 9 9 31 31 9 31 31 29 29 6 21 10 10 10 10 10 8 11 11 11 11 11 11 11"
+    expected = (
+        "23 23 21 10 10 10 27 14 9 9 31 31 9 31 31 29 29 6 21 10 10 10 10 10 8 11 11 11 11 11 11 11"
+    )
     assert paper.optimal_solution()[0].tolist() == [int(s) for s in expected.split()]
 
 
@@ -142,7 +168,12 @@ def test_infeasible_rows_score_zero_and_are_flagged(paper: Ehrlich):
 
 
 def test_evaluation_is_chunk_invariant_and_accepts_small_integer_dtypes(paper: Ehrlich):
-    x = torch.cat([paper.initial_solution(9000), paper.random_solution(1000, torch.Generator().manual_seed(1))])
+    x = torch.cat(
+        [
+            paper.initial_solution(9000),
+            paper.random_solution(1000, torch.Generator().manual_seed(1)),
+        ]
+    )
     values, feasible = paper.evaluate(x)
     for dtype in (torch.uint8, torch.int16, torch.int32):
         v2, f2 = paper.evaluate(x.to(dtype))
@@ -154,7 +185,11 @@ def test_evaluation_is_chunk_invariant_and_accepts_small_integer_dtypes(paper: E
 
 
 def test_instances_are_deterministic_and_depend_on_the_seed():
-    a, b, c = Ehrlich(8, 16, 2, 4, 2, random_seed=5), Ehrlich(8, 16, 2, 4, 2, random_seed=5), Ehrlich(8, 16, 2, 4, 2, random_seed=6)
+    a, b, c = (
+        Ehrlich(8, 16, 2, 4, 2, random_seed=5),
+        Ehrlich(8, 16, 2, 4, 2, random_seed=5),
+        Ehrlich(8, 16, 2, 4, 2, random_seed=6),
+    )
     assert torch.equal(a.transition_matrix, b.transition_matrix)
     assert not torch.equal(a.transition_matrix, c.transition_matrix)
 
@@ -170,7 +205,14 @@ def test_initial_solution_reseeds_on_every_call(paper: Ehrlich):
 def test_presets_and_configs_build_the_same_instances():
     assert len(PRESETS) == 6
     cfg = preset_config("ehr_v-32_l-128_m-8_c-8_q-8", random_seed=3)
-    assert (cfg.num_states, cfg.dim, cfg.num_motifs, cfg.motif_length, cfg.quantization, cfg.random_seed) == (32, 128, 8, 8, 8, 3)
+    assert (
+        cfg.num_states,
+        cfg.dim,
+        cfg.num_motifs,
+        cfg.motif_length,
+        cfg.quantization,
+        cfg.random_seed,
+    ) == (32, 128, 8, 8, 8, 3)
     a = Ehrlich.from_config(EhrlichConfig())
     b = Ehrlich.preset("ehr_v-32_l-032_m-4_c-4_q-4")
     assert a.config == b.config and torch.equal(a.transition_matrix, b.transition_matrix)
@@ -190,7 +232,12 @@ def test_presets_and_configs_build_the_same_instances():
         (dict(num_states=32, dim=32, num_motifs=0, motif_length=4), "num_motifs"),
         (dict(num_states=32, dim=32, num_motifs=4, motif_length=1), "motif_length"),
         (dict(num_states=32, dim=32.0, num_motifs=4, motif_length=4), "dim"),
-        (dict(num_states=32, dim=32, num_motifs=4, motif_length=4, epistasis_factor=float("nan")), "epistasis"),
+        (
+            dict(
+                num_states=32, dim=32, num_motifs=4, motif_length=4, epistasis_factor=float("nan")
+            ),
+            "epistasis",
+        ),
     ],
 )
 def test_bad_parameters_raise_clear_errors(kwargs, message):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ def runs() -> list[dict]:
     return json.loads(DATA.read_text())["runs"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def small_ehrlich() -> Ehrlich:
     return Ehrlich(**SMALL)
 
@@ -47,7 +47,13 @@ def test_ga_step_matches_holo_discrete_evolution(index: int):
         assert torch.equal(losses, _holo_losses(step["losses"]))
         assert particles[int(torch.argmin(losses))].tolist() == step["best"]
         particles = ga_step(
-            particles, losses, generator, f.num_states, ga["mutation_prob"], ga["recombine_prob"], ga["survival_quantile"]
+            particles,
+            losses,
+            generator,
+            f.num_states,
+            ga["mutation_prob"],
+            ga["recombine_prob"],
+            ga["survival_quantile"],
         )
         assert particles.tolist() == step["particles"]
 
@@ -65,13 +71,19 @@ def test_run_ga_follows_the_holo_trajectory_and_keeps_every_distinct_particle(in
             seen.setdefault(tuple(row), None)
     assert [tuple(r) for r in result.dataset.sequences.tolist()] == list(seen)
     values, feasible = f.evaluate(result.dataset.sequences)
-    assert torch.equal(result.dataset.values, values.double()) and torch.equal(result.dataset.feasible, feasible)
-    assert [h["oracle_calls"] for h in result.history] == [config.num_particles * (t + 1) for t in range(config.num_steps + 1)]
+    assert torch.equal(result.dataset.values, values.double()) and torch.equal(
+        result.dataset.feasible, feasible
+    )
+    assert [h["oracle_calls"] for h in result.history] == [
+        config.num_particles * (t + 1) for t in range(config.num_steps + 1)
+    ]
 
 
 def test_run_ga_history_reports_monotone_best_and_fractions():
     f = small_ehrlich()
-    result = run_ga(f, GAConfig(num_particles=60, mutation_prob=0.1, survival_quantile=0.2, num_steps=8, seed=4))
+    result = run_ga(
+        f, GAConfig(num_particles=60, mutation_prob=0.1, survival_quantile=0.2, num_steps=8, seed=4)
+    )
     best = [h["min_regret"] for h in result.history]
     assert all(b2 <= b1 for b1, b2 in zip(best, best[1:]))
     assert result.history[0]["unique_frac"] == pytest.approx(1 / 60)  # N copies of the start
@@ -98,7 +110,9 @@ def test_run_ga_accepts_a_plain_objective_with_infinite_losses():
         values, feasible = f.evaluate(x)
         return torch.where(feasible, values, torch.full_like(values, -float("inf")))
 
-    config = GAConfig(num_particles=30, mutation_prob=0.1, survival_quantile=0.2, num_steps=3, seed=1)
+    config = GAConfig(
+        num_particles=30, mutation_prob=0.1, survival_quantile=0.2, num_steps=3, seed=1
+    )
     a = run_ga(holo_style, config, start=f.initial_solution(1), num_states=8)
     b = run_ga(f, config)
     assert torch.equal(a.particles, b.particles) and torch.equal(a.dataset.values, b.dataset.values)
@@ -129,17 +143,29 @@ def _label(f: Ehrlich, sequences: torch.Tensor) -> Labelled:
 
 def test_genetic_optimizer_proposes_what_run_ga_evaluates():
     f = small_ehrlich()
-    config = GAConfig(num_particles=40, mutation_prob=0.1, recombine_prob=0.3, survival_quantile=0.2, num_steps=5, seed=9)
+    config = GAConfig(
+        num_particles=40,
+        mutation_prob=0.1,
+        recombine_prob=0.3,
+        survival_quantile=0.2,
+        num_steps=5,
+        seed=9,
+    )
     reference = run_ga(f, config)
     opt = GeneticOptimizer(config, f.num_states, f.dim, f.initial_solution(1))
     first = opt.propose()
-    assert first.sequences.tolist() == f.initial_solution(1).tolist()  # N copies: one sequence to label
+    assert (
+        first.sequences.tolist() == f.initial_solution(1).tolist()
+    )  # N copies: one sequence to label
     opt.observe(_label(f, first.sequences))
     asked = 0
     while opt.step < config.num_steps:
         proposal = opt.propose()
         assert len(proposal.candidates) > 0
-        assert not any(tuple(c.sequence) in {tuple(r) for r in opt.labelled().sequences.tolist()} for c in proposal.candidates)
+        assert not any(
+            tuple(c.sequence) in {tuple(r) for r in opt.labelled().sequences.tolist()}
+            for c in proposal.candidates
+        )
         asked += len(proposal.candidates)
         opt.observe(_label(f, proposal.sequences))
     assert torch.equal(opt.particles, reference.particles)
@@ -156,12 +182,16 @@ def test_genetic_optimizer_resumes_bit_for_bit_from_json_state():
     for round_ in range(6):
         expected = straight.propose()
         if round_ in (2, 4):  # stop between propose and observe, and restart from JSON
-            interrupted = GeneticOptimizer.from_state_dict(json.loads(json.dumps(interrupted.state_dict())))
+            interrupted = GeneticOptimizer.from_state_dict(
+                json.loads(json.dumps(interrupted.state_dict()))
+            )
         got = interrupted.propose()
         assert got.sequences.tolist() == expected.sequences.tolist()
         straight.observe(_label(f, expected.sequences))
         interrupted.observe(_label(f, got.sequences))
-        interrupted = GeneticOptimizer.from_state_dict(json.loads(json.dumps(interrupted.state_dict())))
+        interrupted = GeneticOptimizer.from_state_dict(
+            json.loads(json.dumps(interrupted.state_dict()))
+        )
     assert torch.equal(straight.particles, interrupted.particles)
     assert straight.state_dict() == interrupted.state_dict()
 
@@ -171,3 +201,46 @@ def test_genetic_optimizer_rejects_bad_starts():
         GeneticOptimizer(GAConfig(), 8, 16, torch.zeros(1, 15, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[0, 8\)"):
         GeneticOptimizer(GAConfig(), 8, 16, torch.full((1, 16), 8))
+
+
+# ---------------------------------------------------------------- llome bench ga
+
+
+def test_bench_ga_writes_results_csv_and_regret_plot(tmp_path):
+    from llome_core.bench import CSV_COLUMNS, ga_main, read_csv
+
+    argv = [
+        "--preset",
+        "ehr_v-8_l-016_m-2_c-3_q-3",
+        "--ehrlich-seed",
+        "101",
+        "--num-particles",
+        "20",
+        "--survival-quantile",
+        "0.2",
+        "--mutation-prob",
+        "0.1",
+        "--budget",
+        "80",
+        "--seeds",
+        "0,2",
+        "--out",
+        str(tmp_path),
+    ]
+    assert ga_main(argv) == 0
+    header = (tmp_path / "results.csv").read_text().splitlines()[0]
+    assert header == ",".join(CSV_COLUMNS)
+    rows = read_csv(tmp_path / "results.csv")
+    assert [(r["seed"], r["round"], r["oracle_calls"]) for r in rows] == [
+        (s, t, 20 * (t + 1)) for s in (0, 2) for t in range(4)
+    ]
+    assert all(r["method"] == "ga" and r["parse_fail_frac"] is None for r in rows)
+    result = run_ga(
+        Ehrlich(**SMALL),
+        GAConfig(num_particles=20, survival_quantile=0.2, mutation_prob=0.1, seed=2),
+        budget=80,
+    )
+    assert [r["min_regret"] for r in rows if r["seed"] == 2] == pytest.approx(
+        [h["min_regret"] for h in result.history]
+    )
+    assert (tmp_path / "regret.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
