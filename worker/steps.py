@@ -238,7 +238,8 @@ def _seed(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Session) -> C
                 for t, v, ok in zip(texts, values, feasible) if seqs[t].id not in measured
             )
             _upsert_round(s, campaign.id, 0, proposal_metrics=_jsonable(
-                {"oracle_calls": int(last.get("oracle_calls", 0)), "seed_sequences": len(texts), **last}
+                {"oracle_calls": int(last.get("oracle_calls", 0)), "seed_sequences": len(texts),
+                 "unique_frac": last.get("unique_frac"), "ga": _jsonable(last)}
             ))
 
         return write

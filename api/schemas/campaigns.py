@@ -22,6 +22,7 @@ from llome_core.sequences import EHRLICH_LETTERS, Alphabet
 
 _EHRLICH = EhrlichConfig()
 _LOOP = LoopConfig()
+SMALL_BATCH = 500  # below this many oracle calls per round, train on every label so far
 
 TrainParams = params_from_dataclass("TrainParams", TrainConfig)
 GenerateParams = params_from_dataclass("GenerateParams", GenerateConfig)
@@ -157,6 +158,14 @@ class CampaignCreate(Strict):
 
     @model_validator(mode="after")
     def _fits(self) -> "CampaignCreate":
+        if isinstance(self.optimizer, LlomeParams):
+            train = self.optimizer.train
+            if "replay_fraction" not in train.model_fields_set and self.batch_size < SMALL_BATCH:
+                # spec §3.1 [ours]: one small batch rarely yields pairs within the distance
+                # threshold, so small campaigns train on everything labelled so far. Stored in
+                # the spec, so GET /campaigns/{id} shows the value in force.
+                train.replay_fraction = 1.0
+                train.model_fields_set.add("replay_fraction")
         if isinstance(self.optimizer, GAParams):
             if self.optimizer.survival_quantile * self.batch_size < 2:
                 raise ValueError(
@@ -167,10 +176,6 @@ class CampaignCreate(Strict):
     def loop_config(self, device: str) -> LoopConfig:
         assert isinstance(self.optimizer, LlomeParams)
         train = self.optimizer.train.model_dump()
-        if "replay_fraction" not in self.optimizer.train.model_fields_set and self.batch_size < 500:
-            # spec §3.1 [ours]: one small batch rarely yields pairs within the distance
-            # threshold, so small campaigns train on everything labelled so far.
-            train["replay_fraction"] = 1.0
         return LoopConfig(
             objective=self.optimizer.objective,
             rounds=self.rounds,
