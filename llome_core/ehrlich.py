@@ -178,9 +178,10 @@ class Ehrlich:
         if int(n) < 1:
             raise ValueError(f"n must be a positive number of sequences, got {n}")
         generator = torch.Generator().manual_seed(self.random_seed)
-        return dmp.sample_dmp(
-            self.stationary_dist, self.transition_matrix, self.dim, int(n), generator
-        )
+        with dmp.single_thread():  # sequential multinomial draws gain nothing from threads
+            return dmp.sample_dmp(
+                self.stationary_dist, self.transition_matrix, self.dim, int(n), generator
+            )
 
     def optimal_solution(self) -> torch.Tensor:
         """(1, L) int64 sequence scoring 1: motifs end to end, gaps and tail filled by repeats."""
