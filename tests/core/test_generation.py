@@ -124,6 +124,7 @@ def test_fallback_generate_greedy_agrees_with_constrained_greedy(trained_model, 
 def test_log_likelihood_is_the_mean_scaled_log_prob_of_the_answer(random_model, tokenizer, kind, temperature):
     fmt = TextFormat(kind)
     inputs = torch.randint(0, V, (6, L), generator=_gen(3))
+    inputs = torch.cat([inputs, inputs[[0, 0, 2]]])  # shared prompts are prefilled once
     d = decode(random_model, tokenizer, fmt, inputs, temperature, num_states=V, generator=_gen(4))
     # Recompute with one teacher-forced pass over prompt + answer, full vocabulary.
     texts = [fmt.prompt(x) + fmt.answer(y) for x, y in zip(inputs.tolist(), d.outputs.tolist())]
