@@ -57,7 +57,7 @@ from llome_core.progress import Reporter, null_reporter
 from llome_core.rng import derive_seed
 from llome_core.text import CLOSE, NEWLINE, PROMPT_TAG, ParseError, TextFormat
 
-# §3.5: (the previous mean distance is below this) -> the first temperature; six temperatures 0.2 apart.
+# §3.5: (previous mean distance below this) -> first temperature; six temperatures 0.2 apart.
 _SCHEDULE: tuple[tuple[float, float], ...] = ((0.075, 1.2), (0.1, 1.0), (0.15, 0.8))
 _DEFAULT_START = 0.6
 _NUM_TEMPERATURES, _TEMPERATURE_STEP = 6, 0.2
@@ -130,10 +130,16 @@ def format_ids(
         answer_segments=tuple(tuple(s) for s in segments),
     )
     # The tokenizer must agree with the template, special tokens (BOS) and all.
-    probes = [[i % num_states for i in range(dim)], [(num_states - 1 - i) % num_states for i in range(dim)]]
+    probes = [
+        [i % num_states for i in range(dim)],
+        [(num_states - 1 - i) % num_states for i in range(dim)],
+    ]
     for x in probes:
         want = _prompt_ids(fids, torch.tensor([x]))[0].tolist()
-        want += [vocab[t] if t is not None else int(fids.states[y]) for t, y in _zip_template(template, x)]
+        want += [
+            vocab[t] if t is not None else int(fids.states[y])
+            for t, y in _zip_template(template, x)
+        ]
         got = tokenizer(fmt.prompt(x) + fmt.answer(x))["input_ids"]
         if list(got) != want:
             return None
@@ -185,8 +191,11 @@ def _decode_constrained(
         # than DynamicCache at L = 32), and the fixed shapes a compiled decode step needs.
         cache = StaticCache(config=model.config, max_cache_len=feed.shape[1] + num_tokens)
         out = model(
-            input_ids=feed, past_key_values=cache, use_cache=True,
-            logits_to_keep=lits[0].shape[1] + 1, cache_position=torch.arange(feed.shape[1], device=device),
+            input_ids=feed,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=lits[0].shape[1] + 1,
+            cache_position=torch.arange(feed.shape[1], device=device),
         )
         return cache, out.logits, feed.shape[1]
 
@@ -198,7 +207,11 @@ def _decode_constrained(
             cache, logits, pos = prefill(inputs)
     else:
         cache, logits, pos = prefill(inputs)
-    ll = logp_of(logits[:, :-1], lits[0]) if lits[0].shape[1] else torch.zeros(n, dtype=torch.float64, device=device)
+    ll = (
+        logp_of(logits[:, :-1], lits[0])
+        if lits[0].shape[1]
+        else torch.zeros(n, dtype=torch.float64, device=device)
+    )
     chosen = torch.empty(n, dim, dtype=torch.long, device=device)
     for i in range(dim):
         state_logits = logits[:, -1].float()[:, state_ids]  # (n, v)
@@ -216,7 +229,9 @@ def _decode_constrained(
         # The final literal (']') need not be fed: only its probability is wanted.
         step_in = torch.cat([token[:, None], after[:, :-1] if i == dim - 1 else after], dim=1)
         out = model(
-            input_ids=step_in, past_key_values=cache, use_cache=True,
+            input_ids=step_in,
+            past_key_values=cache,
+            use_cache=True,
             cache_position=torch.arange(pos, pos + step_in.shape[1], device=device),
         )
         pos += step_in.shape[1]
@@ -262,7 +277,9 @@ class _StopAtClose(StoppingCriteria):
         return self.close_mask[input_ids[:, -1]]
 
 
-def _close_mask(tokenizer: PreTrainedTokenizerBase, size: int, device: torch.device) -> torch.Tensor:
+def _close_mask(
+    tokenizer: PreTrainedTokenizerBase, size: int, device: torch.device
+) -> torch.Tensor:
     mask = torch.zeros(size, dtype=torch.bool)
     for tok, i in tokenizer.get_vocab().items():
         if i < size and CLOSE in tokenizer.convert_tokens_to_string([tok]):
@@ -306,12 +323,14 @@ def _decode_generate(
         return_dict_in_generate=True,
         output_logits=True,
     )
-    # generate samples from the global RNG: fork it so our seed decides and nobody else's stream moves.
+    # generate samples from the global RNG: fork it, so our seed decides and no other stream moves.
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         out = model.generate(
-            **enc, generation_config=gc, stopping_criteria=StoppingCriteriaList([_StopAtClose(close_mask)])
+            **enc,
+            generation_config=gc,
+            stopping_criteria=StoppingCriteriaList([_StopAtClose(close_mask)]),
         )
     new = out.sequences[:, enc["input_ids"].shape[1] :]
     scale = temperature if temperature > 0 else 1.0
@@ -320,7 +339,11 @@ def _decode_generate(
     # The cut answer: tokens up to and including the first one containing ']'.
     is_close = close_mask[new]
     has_close = is_close.any(-1)
-    cut = torch.where(has_close, is_close.int().argmax(-1) + 1, torch.full_like(has_close, new.shape[1], dtype=torch.long))
+    cut = torch.where(
+        has_close,
+        is_close.int().argmax(-1) + 1,
+        torch.full_like(has_close, new.shape[1], dtype=torch.long),
+    )
     within = torch.arange(new.shape[1], device=device)[None, :] < cut[:, None]
     ll = (lp * within).sum(-1) / cut.clamp_min(1)
     outputs = torch.zeros(n, dim, dtype=torch.long)
@@ -354,7 +377,12 @@ class _Decoder:
         constrained: bool | None,
     ) -> None:
         self.model, self.tokenizer, self.fmt = model, tokenizer, fmt
-        self.num_states, self.dim, self.seed, self.max_new_tokens = num_states, dim, seed, max_new_tokens
+        self.num_states, self.dim, self.seed, self.max_new_tokens = (
+            num_states,
+            dim,
+            seed,
+            max_new_tokens,
+        )
         self.device = next(model.parameters()).device
         self.fids = None if constrained is False else format_ids(tokenizer, fmt, num_states, dim)
         if constrained and self.fids is None:
@@ -388,9 +416,15 @@ class _Decoder:
         for t in torch.unique(temps).tolist():  # generate takes one temperature per call
             idx = (temps == t).nonzero().reshape(-1)
             d = _decode_generate(
-                self.model, self.tokenizer, self.fmt, inputs[idx], float(t),
-                num_states=self.num_states, max_new_tokens=self.max_new_tokens,
-                seed=derive_seed(self.seed, *names, t), close_mask=self.close_mask,
+                self.model,
+                self.tokenizer,
+                self.fmt,
+                inputs[idx],
+                float(t),
+                num_states=self.num_states,
+                max_new_tokens=self.max_new_tokens,
+                seed=derive_seed(self.seed, *names, t),
+                close_mask=self.close_mask,
             )
             outputs[idx], ll[idx], valid[idx] = d.outputs, d.log_likelihood, d.valid
             for reason, cnt in d.failures.items():
@@ -436,8 +470,14 @@ def decode(
     inputs = torch.as_tensor(inputs, dtype=torch.long)
     n, dim = inputs.shape
     dec = _Decoder(
-        model, tokenizer, fmt, num_states=num_states, dim=dim, seed=_draw_seed(generator),
-        max_new_tokens=max_new_tokens, constrained=constrained,
+        model,
+        tokenizer,
+        fmt,
+        num_states=num_states,
+        dim=dim,
+        seed=_draw_seed(generator),
+        max_new_tokens=max_new_tokens,
+        constrained=constrained,
     )
     temps = torch.as_tensor(temperatures, dtype=torch.float32).expand(n).to(dec.device)
     inputs = inputs.to(dec.device)
@@ -532,8 +572,14 @@ def refine(
     if not runs or seeds.shape[0] == 0 or config.num_steps < 1:
         raise ValueError("nothing to decode: no seeds, no steps, or greedy off and no temperatures")
     dec = _Decoder(
-        model, tokenizer, fmt, num_states=num_states, dim=dim, seed=_draw_seed(generator),
-        max_new_tokens=config.max_new_tokens, constrained=constrained,
+        model,
+        tokenizer,
+        fmt,
+        num_states=num_states,
+        dim=dim,
+        seed=_draw_seed(generator),
+        max_new_tokens=config.max_new_tokens,
+        constrained=constrained,
     )
     device = dec.device
 
@@ -569,13 +615,20 @@ def refine(
             d = _merge(parts)
             for reason, cnt in d.failures.items():
                 failures[reason] = failures.get(reason, 0) + cnt
-            for name, t in (("out", d.outputs), ("parent", inputs), ("ll", d.log_likelihood), ("valid", d.valid)):
+            for name, t in (
+                ("out", d.outputs),
+                ("parent", inputs),
+                ("ll", d.log_likelihood),
+                ("valid", d.valid),
+            ):
                 recs[name].append(t.cpu())
             per_step.append(_step_stats(step, d, inputs, seen))
 
             # Next input: the trajectory's highest-likelihood valid output so far (ties: earliest).
             masked = torch.where(d.valid, d.log_likelihood, float("-inf"))
-            step_best = torch.full_like(best_ll, float("-inf")).scatter_reduce(0, row_traj_d, masked, "amax")
+            step_best = torch.full_like(best_ll, float("-inf")).scatter_reduce(
+                0, row_traj_d, masked, "amax"
+            )
             is_best = d.valid & (masked == step_best[row_traj_d])
             first_row = torch.full((num_traj,), num_rows - 1, dtype=torch.long, device=device)
             first_row = first_row.scatter_reduce(
@@ -623,7 +676,9 @@ def _step_stats(
         "step": float(step),
         "num_generated": float(n),
         "parse_fail_frac": (n - nv) / n if n else 0.0,
-        "mean_edit_distance": float((d.outputs[d.valid] != inputs[d.valid]).double().mean()) if nv else float("nan"),
+        "mean_edit_distance": float((d.outputs[d.valid] != inputs[d.valid]).double().mean())
+        if nv
+        else float("nan"),
         "mean_log_likelihood": float(d.log_likelihood[d.valid].mean()) if nv else float("nan"),
         "new_unique": float(len(seen) - before),
         **{f"parse_fail_{r}": float(c) for r, c in sorted(d.failures.items())},
@@ -645,7 +700,9 @@ def _pool(
     metrics: dict[str, float] = {"num_valid": float(num_valid)}
     if num_valid == 0:
         metrics.update(
-            num_unique=0.0, unique_frac=0.0, mean_edit_distance=float("nan"),
+            num_unique=0.0,
+            unique_frac=0.0,
+            mean_edit_distance=float("nan"),
             mean_log_likelihood=float("nan"),
         )
         return Refinement([], metrics)
@@ -664,12 +721,20 @@ def _pool(
     temps = [None if runs[r] == 0.0 else runs[r] for r in run[keep].tolist()]
     candidates = [
         Candidate(
-            sequence=tuple(o), parent=tuple(p), seed=tuple(sd), refinement_step=st,
-            temperature=t, log_likelihood=lk,
+            sequence=tuple(o),
+            parent=tuple(p),
+            seed=tuple(sd),
+            refinement_step=st,
+            temperature=t,
+            log_likelihood=lk,
         )
         for o, p, sd, st, t, lk in zip(
-            trace.outputs[keep].tolist(), trace.parents[keep].tolist(), seed_rows,
-            trace.step[keep].tolist(), temps, trace.log_likelihood[keep].tolist(),
+            trace.outputs[keep].tolist(),
+            trace.parents[keep].tolist(),
+            seed_rows,
+            trace.step[keep].tolist(),
+            temps,
+            trace.log_likelihood[keep].tolist(),
         )
     ]
     return Refinement(candidates, metrics)

@@ -70,7 +70,9 @@ def build_tokenizer(num_states: int) -> PreTrainedTokenizerFast:
     return fast
 
 
-def build_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> GPTNeoXForCausalLM:
+def build_model(
+    config: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int
+) -> GPTNeoXForCausalLM:
     """A randomly initialised tiny Pythia-architecture model; the same seed gives the same weights.
 
     The global torch RNG is forked, so building a model draws nothing from anyone else's stream.
@@ -86,7 +88,11 @@ def build_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: i
         num_attention_heads=config.num_heads,
         intermediate_size=4 * config.hidden_size,
         max_position_embeddings=MAX_POSITIONS,
-        rope_parameters={"partial_rotary_factor": 0.25, "rope_theta": 10000.0, "rope_type": "default"},
+        rope_parameters={
+            "partial_rotary_factor": 0.25,
+            "rope_theta": 10000.0,
+            "rope_type": "default",
+        },
         use_parallel_residual=True,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
@@ -152,9 +158,7 @@ def load_model_dir(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrained
 def weights_sha256(path: str | os.PathLike) -> str:
     """SHA-256 over the weight files of a saved model directory (lineage of a checkpoint)."""
     p = Path(path)
-    files = sorted(
-        f for f in p.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file()
-    )
+    files = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file())
     if not files:
         raise ModelLoadError(f"no weight files (*.safetensors, *.bin) in {str(p)!r}")
     h = hashlib.sha256()
@@ -199,7 +203,7 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A checkpoint written by :func:`save_checkpoint` (or any local HF directory), on ``device``."""
+    """A checkpoint from :func:`save_checkpoint` (or any local HF directory), on ``device``."""
     model, tokenizer = load_model_dir(path)
     return model.to(device), tokenizer
 
@@ -207,7 +211,7 @@ def load_checkpoint(
 def create_or_load(
     config: ModelConfig, num_states: int, seed: int, device: str | torch.device = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The campaign's starting model: ``config.path`` if set, else a fresh tiny model from ``seed``."""
+    """The starting model: ``config.path`` if set, else a fresh tiny model from ``seed``."""
     if config.path:
         model, tokenizer = load_model_dir(config.path)
     else:

@@ -56,4 +56,3 @@ def select(
     if keep.numel() > n:
         keep = keep[torch.randperm(keep.numel(), generator=generator)[:n]].sort().values
     return [pool[i] for i in keep.tolist()]
-

@@ -16,8 +16,9 @@ whatever follows (EOS, a second list) is ignored.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 PROMPT_TAG = "<inc>"
 OPEN, CLOSE, SEP, NEWLINE = "[", "]", ",", "\n"
@@ -119,9 +120,7 @@ class TextFormat:
             raise ParseError("wrong_length", f"expected {dim} states, got {len(states)}")
         out = [s for s in states if not 0 <= s < num_states]
         if out:
-            raise ParseError(
-                "out_of_range", f"states {out[:3]} are outside [0, {num_states})"
-            )
+            raise ParseError("out_of_range", f"states {out[:3]} are outside [0, {num_states})")
         return states
 
     def try_parse(self, text: str, num_states: int, dim: int) -> list[int] | ParseError:

@@ -43,9 +43,13 @@ def trained_model(tokenizer):
     for _ in range(60):
         x = torch.randint(0, V, (16, L), generator=g)
         y = x.clone()
-        y[torch.arange(16), torch.randint(0, L, (16,), generator=g)] = torch.randint(0, V, (16,), generator=g)
+        y[torch.arange(16), torch.randint(0, L, (16,), generator=g)] = torch.randint(
+            0, V, (16,), generator=g
+        )
         ids = torch.tensor(
-            tokenizer([fmt.prompt(a) + fmt.answer(b) for a, b in zip(x.tolist(), y.tolist())])["input_ids"]
+            tokenizer([fmt.prompt(a) + fmt.answer(b) for a, b in zip(x.tolist(), y.tolist())])[
+                "input_ids"
+            ]
         )
         ids = torch.cat([ids, torch.full((16, 1), tokenizer.eos_token_id)], dim=1)
         labels = ids.clone()
@@ -62,15 +66,23 @@ def _plain_greedy(model, tok, fmt, inputs):
     enc = tok([fmt.prompt(x) for x in inputs.tolist()], return_tensors="pt")
     with torch.no_grad():
         out = model.generate(
-            **enc, do_sample=False, max_new_tokens=fmt.answer_length(L) + 1,
+            **enc,
+            do_sample=False,
+            max_new_tokens=fmt.answer_length(L) + 1,
             pad_token_id=tok.pad_token_id,
         )
-    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return [fmt.try_parse(t, V, L) for t in texts]
 
 
 def _cfg(**kw):
-    base = dict(num_seeds=4, num_steps=3, samples_per_step=3, temperatures=(1.0, 1.5), batch_size=64)
+    base = {
+        "num_seeds": 4,
+        "num_steps": 3,
+        "samples_per_step": 3,
+        "temperatures": (1.0, 1.5),
+        "batch_size": 64,
+    }
     base.update(kw)
     return GenerateConfig(**base)
 
@@ -78,8 +90,17 @@ def _cfg(**kw):
 # ------------------------------------------------------------------------------ temperatures
 @pytest.mark.parametrize(
     "distance,first",
-    [(None, 0.6), (0.5, 0.6), (0.15, 0.6), (0.149, 0.8), (0.1, 0.8), (0.099, 1.0),
-     (0.075, 1.0), (0.0749, 1.2), (0.0, 1.2)],
+    [
+        (None, 0.6),
+        (0.5, 0.6),
+        (0.15, 0.6),
+        (0.149, 0.8),
+        (0.1, 0.8),
+        (0.099, 1.0),
+        (0.075, 1.0),
+        (0.0749, 1.2),
+        (0.0, 1.2),
+    ],
 )
 def test_temperatures_follow_the_spec_table(distance, first):
     temps = temperatures_for(distance)
@@ -87,7 +108,7 @@ def test_temperatures_follow_the_spec_table(distance, first):
     assert temps == pytest.approx([first + 0.2 * i for i in range(6)])
 
 
-# ------------------------------------------------------------------------------ constrained decoding
+# ----------------------------------------------------------------------- constrained decoding
 def test_our_tokenizer_allows_constrained_decoding_in_both_formats(tokenizer):
     assert format_ids(tokenizer, TextFormat("json"), V, L) is not None
     assert format_ids(tokenizer, TextFormat("compact"), V, L) is not None
@@ -99,8 +120,17 @@ def test_constrained_greedy_equals_plain_greedy_generate(trained_model, tokenize
     fmt = TextFormat("json")
     inputs = torch.randint(0, V, (48, L), generator=_gen(7))
     plain = _plain_greedy(trained_model, tokenizer, fmt, inputs)
-    d = decode(trained_model, tokenizer, fmt, inputs, 0.0, num_states=V, generator=_gen(0),
-               batch_size=20, constrained=True)
+    d = decode(
+        trained_model,
+        tokenizer,
+        fmt,
+        inputs,
+        0.0,
+        num_states=V,
+        generator=_gen(0),
+        batch_size=20,
+        constrained=True,
+    )
     well_formed = [i for i, p in enumerate(plain) if isinstance(p, list)]
     assert len(well_formed) >= 24, "the fixture model should mostly write the format"
     assert d.valid.all()
@@ -111,17 +141,39 @@ def test_constrained_greedy_equals_plain_greedy_generate(trained_model, tokenize
 def test_fallback_generate_greedy_agrees_with_constrained_greedy(trained_model, tokenizer):
     fmt = TextFormat("json")
     inputs = torch.randint(0, V, (24, L), generator=_gen(8))
-    c = decode(trained_model, tokenizer, fmt, inputs, 0.0, num_states=V, generator=_gen(0), constrained=True)
-    f = decode(trained_model, tokenizer, fmt, inputs, 0.0, num_states=V, generator=_gen(0),
-               constrained=False, max_new_tokens=40)
+    c = decode(
+        trained_model,
+        tokenizer,
+        fmt,
+        inputs,
+        0.0,
+        num_states=V,
+        generator=_gen(0),
+        constrained=True,
+    )
+    f = decode(
+        trained_model,
+        tokenizer,
+        fmt,
+        inputs,
+        0.0,
+        num_states=V,
+        generator=_gen(0),
+        constrained=False,
+        max_new_tokens=40,
+    )
     assert f.valid.sum() >= 12
     assert torch.equal(f.outputs[f.valid], c.outputs[f.valid])
-    torch.testing.assert_close(f.log_likelihood[f.valid], c.log_likelihood[f.valid], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        f.log_likelihood[f.valid], c.log_likelihood[f.valid], atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.parametrize("kind", ["json", "compact"])
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 1.6])
-def test_log_likelihood_is_the_mean_scaled_log_prob_of_the_answer(random_model, tokenizer, kind, temperature):
+def test_log_likelihood_is_the_mean_scaled_log_prob_of_the_answer(
+    random_model, tokenizer, kind, temperature
+):
     fmt = TextFormat(kind)
     inputs = torch.randint(0, V, (6, L), generator=_gen(3))
     inputs = torch.cat([inputs, inputs[[0, 0, 2]]])  # shared prompts are prefilled once
@@ -141,8 +193,16 @@ def test_constrained_sampling_follows_the_renormalized_state_distribution(random
     fmt = TextFormat("json")
     T, n = 1.3, 4000
     x = torch.randint(0, V, (1, L), generator=_gen(5))
-    d = decode(random_model, tokenizer, fmt, x.expand(n, -1), T, num_states=V, generator=_gen(6),
-               batch_size=n)
+    d = decode(
+        random_model,
+        tokenizer,
+        fmt,
+        x.expand(n, -1),
+        T,
+        num_states=V,
+        generator=_gen(6),
+        batch_size=n,
+    )
     ids = torch.tensor(tokenizer([fmt.prompt(x[0].tolist()) + "["])["input_ids"])
     with torch.no_grad():
         logits = random_model(ids).logits[0, -1]
@@ -156,8 +216,17 @@ def test_constrained_sampling_follows_the_renormalized_state_distribution(random
 def test_refine_counts_every_decoded_output_and_wastes_none(random_model, tokenizer):
     seeds = torch.randint(0, V, (4, L), generator=_gen(1))
     cfg = _cfg()
-    r = refine(random_model, tokenizer, TextFormat("json"), seeds, num_states=V, dim=L, config=cfg,
-               temperatures=(1.0, 1.5), generator=_gen(2))
+    r = refine(
+        random_model,
+        tokenizer,
+        TextFormat("json"),
+        seeds,
+        num_states=V,
+        dim=L,
+        config=cfg,
+        temperatures=(1.0, 1.5),
+        generator=_gen(2),
+    )
     assert r.metrics["num_generated"] == 4 * (1 + 2 * 3) * 3
     assert r.metrics["parse_fail_frac"] == 0.0
     assert r.metrics["constrained"] == 1.0
@@ -171,8 +240,18 @@ def test_refine_counts_every_decoded_output_and_wastes_none(random_model, tokeni
 
 def test_refine_lineage_and_pool_order(random_model, tokenizer):
     seeds = torch.randint(0, V, (5, L), generator=_gen(11))
-    r = refine(random_model, tokenizer, TextFormat("compact"), seeds, num_states=V, dim=L,
-               config=_cfg(), temperatures=(1.0, 1.5), generator=_gen(12), keep_trace=True)
+    r = refine(
+        random_model,
+        tokenizer,
+        TextFormat("compact"),
+        seeds,
+        num_states=V,
+        dim=L,
+        config=_cfg(),
+        temperatures=(1.0, 1.5),
+        generator=_gen(12),
+        keep_trace=True,
+    )
     seed_set = {tuple(s) for s in seeds.tolist()}
     outputs = {tuple(o) for o in r.trace.outputs.tolist()}
     for c in r.candidates:
@@ -184,14 +263,26 @@ def test_refine_lineage_and_pool_order(random_model, tokenizer):
         else:
             assert c.parent == c.seed or c.parent in outputs
     # greedy first, then temperatures in the given order
-    runs = [0 if c.temperature is None else (1 if c.temperature == 1.0 else 2) for c in r.candidates]
+    runs = [
+        0 if c.temperature is None else (1 if c.temperature == 1.0 else 2) for c in r.candidates
+    ]
     assert runs == sorted(runs)
 
 
 def test_next_input_is_the_best_valid_output_of_the_trajectory_so_far(random_model, tokenizer):
     seeds = torch.randint(0, V, (3, L), generator=_gen(21))
-    r = refine(random_model, tokenizer, TextFormat("json"), seeds, num_states=V, dim=L,
-               config=_cfg(num_steps=4), temperatures=(1.2,), generator=_gen(22), keep_trace=True)
+    r = refine(
+        random_model,
+        tokenizer,
+        TextFormat("json"),
+        seeds,
+        num_states=V,
+        dim=L,
+        config=_cfg(num_steps=4),
+        temperatures=(1.2,),
+        generator=_gen(22),
+        keep_trace=True,
+    )
     tr = r.trace
     s = seeds.shape[0]
     for traj in range(2 * s):
@@ -207,7 +298,7 @@ def test_next_input_is_the_best_valid_output_of_the_trajectory_so_far(random_mod
 
 def test_refine_is_reproducible_from_the_generator(random_model, tokenizer):
     seeds = torch.randint(0, V, (3, L), generator=_gen(31))
-    args = dict(num_states=V, dim=L, config=_cfg(batch_size=7), temperatures=(1.0,))
+    args = {"num_states": V, "dim": L, "config": _cfg(batch_size=7), "temperatures": (1.0,)}
     a = refine(random_model, tokenizer, TextFormat("json"), seeds, generator=_gen(1), **args)
     b = refine(random_model, tokenizer, TextFormat("json"), seeds, generator=_gen(1), **args)
     c = refine(random_model, tokenizer, TextFormat("json"), seeds, generator=_gen(2), **args)
@@ -217,8 +308,13 @@ def test_refine_is_reproducible_from_the_generator(random_model, tokenizer):
 
 def test_fallback_counts_parse_failures_and_is_reproducible(random_model, tokenizer):
     seeds = torch.randint(0, V, (2, L), generator=_gen(41))
-    args = dict(num_states=V, dim=L, config=_cfg(num_steps=2, samples_per_step=2, max_new_tokens=24),
-                temperatures=(1.0,), constrained=False)
+    args = {
+        "num_states": V,
+        "dim": L,
+        "config": _cfg(num_steps=2, samples_per_step=2, max_new_tokens=24),
+        "temperatures": (1.0,),
+        "constrained": False,
+    }
     a = refine(random_model, tokenizer, TextFormat("json"), seeds, generator=_gen(1), **args)
     b = refine(random_model, tokenizer, TextFormat("json"), seeds, generator=_gen(1), **args)
     m = a.metrics
@@ -233,17 +329,44 @@ def test_fallback_counts_parse_failures_and_is_reproducible(random_model, tokeni
 def test_refine_reports_progress_per_chunk(random_model, tokenizer):
     calls = []
     seeds = torch.randint(0, V, (2, L), generator=_gen(51))
-    refine(random_model, tokenizer, TextFormat("json"), seeds, num_states=V, dim=L,
-           config=_cfg(num_steps=2, samples_per_step=2, batch_size=4), temperatures=(1.0,),
-           generator=_gen(1), reporter=lambda *a: calls.append(a))
+    refine(
+        random_model,
+        tokenizer,
+        TextFormat("json"),
+        seeds,
+        num_states=V,
+        dim=L,
+        config=_cfg(num_steps=2, samples_per_step=2, batch_size=4),
+        temperatures=(1.0,),
+        generator=_gen(1),
+        reporter=lambda *a: calls.append(a),
+    )
     # 2 seeds x (1 + 2) rows = 6 rows per step -> 2 chunks of 4 per step
     assert calls == [("generate", i, 4) for i in range(1, 5)]
 
 
 def test_refine_rejects_bad_seeds(random_model, tokenizer):
     with pytest.raises(ValueError, match=r"seeds must be \(s, 8\)"):
-        refine(random_model, tokenizer, TextFormat("json"), torch.zeros(2, 5, dtype=torch.long),
-               num_states=V, dim=L, config=_cfg(), temperatures=(1.0,), generator=_gen(0))
+        refine(
+            random_model,
+            tokenizer,
+            TextFormat("json"),
+            torch.zeros(2, 5, dtype=torch.long),
+            num_states=V,
+            dim=L,
+            config=_cfg(),
+            temperatures=(1.0,),
+            generator=_gen(0),
+        )
     with pytest.raises(ValueError, match=r"\[0, 8\)"):
-        refine(random_model, tokenizer, TextFormat("json"), torch.full((2, L), 9),
-               num_states=V, dim=L, config=_cfg(), temperatures=(1.0,), generator=_gen(0))
+        refine(
+            random_model,
+            tokenizer,
+            TextFormat("json"),
+            torch.full((2, L), 9),
+            num_states=V,
+            dim=L,
+            config=_cfg(),
+            temperatures=(1.0,),
+            generator=_gen(0),
+        )

@@ -70,7 +70,10 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(ids).logits, loaded(ids).logits)
     assert tok2.get_vocab() == tok.get_vocab()
-    assert tok2(TextFormat().answer([1, 2]))["input_ids"] == tok(TextFormat().answer([1, 2]))["input_ids"]
+    assert (
+        tok2(TextFormat().answer([1, 2]))["input_ids"]
+        == tok(TextFormat().answer([1, 2]))["input_ids"]
+    )
     # only the final directory is left beside it, no temporary ones
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
@@ -106,7 +109,9 @@ def test_a_foreign_tokenizer_gets_the_prompt_tag_and_a_pad_token(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(["</s>", "<unk>", "[", "]", ",", "\n"] + list("0123456789"))}
+    vocab = {
+        t: i for i, t in enumerate(["</s>", "<unk>", "[", "]", ",", "\n"] + list("0123456789"))
+    }
     raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     foreign = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>", unk_token="<unk>")
