@@ -29,6 +29,11 @@ class EmbeddedWorker:
     def start(self) -> "EmbeddedWorker":
         from celery.contrib.testing.worker import start_worker
 
+        if self.settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
+
         self._ctx = start_worker(
             self.app, pool="solo", concurrency=1, perform_ping_check=False, loglevel="WARNING",
             shutdown_timeout=30.0, queues=[Queue.GPU.value, Queue.CPU.value],
