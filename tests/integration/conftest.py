@@ -39,6 +39,7 @@ TINY_EHRLICH_CAMPAIGN: dict[str, Any] = {
     "batch_size": 16,
     "rounds": 2,
     "seed": 0,
+    "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 2},
 }
 
 

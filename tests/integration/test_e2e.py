@@ -142,7 +142,8 @@ class Lab:
 def run_wetlab_campaign(client: Any, procs: Procs | None, timeout: float = 300) -> None:
     lab = Lab()
     body = {"name": "lab round trip", "oracle": {"kind": "wetlab", "alphabet": LAB_ALPHABET, "length": LAB_LENGTH},
-            "optimizer": TINY_LLOME, "batch_size": 8, "rounds": 2, "seed": 1}
+            "optimizer": TINY_LLOME, "batch_size": 8, "rounds": 2, "seed": 1,
+            "model": TINY_EHRLICH_CAMPAIGN["model"]}
     r = client.post("/campaigns", json=body)
     assert r.status_code == 201, r.text
     cid = r.json()["id"]
@@ -158,6 +159,10 @@ def run_wetlab_campaign(client: Any, procs: Procs | None, timeout: float = 300) 
         assert "/results" in waiting["progress"]["message"]
         newest = client.get(f"/campaigns/{cid}/batches").json()["items"][0]
         assert newest["round"] == round_ and newest["status"] == "awaiting_labels"
+        for cand in client.get(f"/campaigns/{cid}/batches/{newest['id']}").json()["candidates"]:
+            # lineage, stored when the candidate was made: the input it was refined from
+            assert len(cand["parent"]) == LAB_LENGTH and cand["log_likelihood"] is not None
+            assert cand["sequence"] != cand["parent"]
         batch_csv = client.get(f"/campaigns/{cid}/batches/{newest['id']}", headers={"Accept": "text/csv"}).text
         results = lab.results_csv(batch_csv)
         up = client.post(f"/campaigns/{cid}/batches/{newest['id']}/results",

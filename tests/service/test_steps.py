@@ -146,3 +146,18 @@ def test_a_crash_in_a_step_fails_the_campaign_with_the_reason(client, publisher,
     assert got["status"] == "failed"
     assert "mutation_prob" in got["error"]
     assert _job(session_factory, cid, "seed", 0).status == "failed"
+
+
+def test_seed_data_without_training_pairs_fails_the_campaign_in_plain_words(client, publisher, runtime) -> None:
+    # Four sequences, each far from the others: nothing within the distance threshold to learn.
+    body = {"name": "distant library", "oracle": {"kind": "wetlab", "alphabet": "ACDEFG", "length": 6},
+            "optimizer": {"kind": "llome", "objective": "sft", "train": {"first_round_epochs": 1}},
+            "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}, "batch_size": 8, "rounds": 1}
+    cid = client.post("/campaigns", json=body).json()["id"]
+    seed = b"sequence,score\nAAAAAA,0.1\nCCCCCC,0.2\nDDDDDD,0.3\nEEEEEE,0.4\n"
+    assert client.post(f"/campaigns/{cid}/measurements", files={"file": ("s.csv", seed, "text/csv")}).status_code == 201
+    assert publisher.names() == [TaskName.TRAIN]
+    assert drain(runtime, publisher) == [(TaskName.TRAIN, "failed")]
+    got = client.get(f"/campaigns/{cid}").json()
+    assert got["status"] == "failed"
+    assert got["error"].startswith("No training pairs") and "point mutants" in got["error"]
