@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "ehrlich-speed": "benchmarks.ehrlich_speed:main",
     "ga": "llome_core.bench:ga_main",
     "llome": "llome_core.bench:llome_main",
+    "generation-speed": "benchmarks.generation_speed:main",
 }
 
 USAGE = """usage: llome <command> [options]
@@ -27,7 +28,8 @@ commands:
                                    unless DATABASE_URL / REDIS_URL are set)
   worker [--queues gpu,cpu]        start a Celery worker
   db upgrade                       apply the database migrations
-  bench ehrlich-speed|ga|llome     run a benchmark (llome bench NAME --help)
+  bench ehrlich-speed|ga|llome|generation-speed
+                                   run a benchmark (llome bench NAME --help)
 """
 
 

@@ -1,0 +1,331 @@
+"""LLOME (Algorithm 1) as an ask/tell state machine: ``observe`` labels, ``train``, ``generate``.
+
+The loop never calls the oracle. A driver alternates::
+
+    loop.observe(seed_data)
+    while not loop.done:
+        proposal = loop.propose()            # = loop.train() then loop.generate()
+        loop.observe(oracle(proposal))       # minutes for Ehrlich, days for a wet lab
+
+Between any two calls ``loop.state_dict()`` is the whole state (labelled data, round, temperature
+statistic, checkpoint path, training seeds): ``LlomeLoop.from_state_dict`` resumes it, and because
+every random draw comes from a stream named ``(seed, purpose, round)`` and the model is reloaded
+from its checkpoint, a resumed run proposes bit for bit what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llome_core import generation, modeling, selection, training
+from llome_core.config import LoopConfig, parse_schedule
+from llome_core.optimizer import Labelled, Proposal
+from llome_core.progress import Reporter, null_reporter
+from llome_core.rng import generator
+from llome_core.text import TextFormat
+
+Key = tuple[int, ...]
+
+
+class LoopStateError(RuntimeError):
+    """A call out of order (e.g. ``generate`` before ``train``); the message says what is next."""
+
+
+@dataclass
+class _State:
+    round: int = 0  # outer rounds whose batch has been proposed
+    phase: str = "observe"  # what comes next: observe (seed data) -> train -> generate -> observe
+    labelled: dict[str, Any] | None = None
+    train_from: int = 0  # rows of `labelled` observed since the last training round start here
+    pending: list[list[int]] = field(default_factory=list)
+    excluded: list[list[int]] = field(default_factory=list)
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    seeds: list[list[int]] = field(default_factory=list)  # refinement seeds of the last training
+    prev_mean_distance: float | None = None
+    prev_stage: str | None = None
+    # [sequence, seed of its trajectory, log-likelihood] of the open proposal: reward, calibration
+    proposed: list[list[Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class LlomeLoop:
+    """The LLOME bilevel optimizer for sequences of ``dim`` states in ``[0, num_states)``."""
+
+    def __init__(
+        self, config: LoopConfig, *, num_states: int, dim: int, workdir: str | Path
+    ) -> None:
+        self.config = config
+        self.num_states = num_states
+        self.dim = dim
+        self.workdir = Path(workdir)
+        self.schedule = parse_schedule(config.objective, config.rounds)
+        self.format = TextFormat(config.model.text_format)
+        self._s = _State()
+        self._model: Any = None  # (checkpoint path, model, tokenizer) kept between steps
+        self._labelled_cache: Labelled | None = None
+
+    # ---- state ---------------------------------------------------------------------------
+    @property
+    def round(self) -> int:
+        return self._s.round
+
+    @property
+    def phase(self) -> str:
+        return self._s.phase
+
+    @property
+    def done(self) -> bool:
+        return self._s.round >= self.config.rounds and self._s.phase == "observe"
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Metrics of each step so far, one dict per train / generate / observe."""
+        return self._s.history
+
+    @property
+    def labelled(self) -> Labelled | None:
+        if self._labelled_cache is None and self._s.labelled is not None:
+            self._labelled_cache = Labelled.from_dict(self._s.labelled, self.dim)
+        return self._labelled_cache
+
+    def state_dict(self) -> dict[str, Any]:
+        s = self._s
+        return {
+            "version": 1,
+            "config": self.config.to_dict(),
+            "num_states": self.num_states,
+            "dim": self.dim,
+            **{k: getattr(s, k) for k in s.__dataclass_fields__},
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any], workdir: str | Path) -> "LlomeLoop":
+        loop = cls(
+            LoopConfig.from_dict(d["config"]),
+            num_states=int(d["num_states"]),
+            dim=int(d["dim"]),
+            workdir=workdir,
+        )
+        loop._s = _State(**{k: d[k] for k in _State.__dataclass_fields__ if k in d})
+        return loop
+
+    # ---- ask / tell ----------------------------------------------------------------------
+    def exclude(self, sequences: torch.Tensor) -> None:
+        """Never propose these sequences (e.g. withdrawn by the lab)."""
+        self._s.excluded += torch.as_tensor(sequences).reshape(-1, self.dim).tolist()
+
+    def observe(self, batch: Labelled) -> None:
+        """Add oracle labels: the seed data first, then each proposed batch (in any pieces)."""
+        if batch.sequences.shape[1] != self.dim:
+            raise ValueError(f"sequences have length {batch.sequences.shape[1]}, expected {self.dim}")
+        prev = self.labelled
+        self._labelled_cache = batch if prev is None else Labelled.concat([prev, batch])
+        self._s.labelled = self._labelled_cache.to_dict()
+        seen = {tuple(r) for r in batch.sequences.tolist()}
+        self._s.pending = [p for p in self._s.pending if tuple(p) not in seen]
+        if self._s.phase == "observe" and not self.done:
+            self._s.phase = "train"
+        self._s.history.append(
+            {"step": "observe", "round": self._s.round, **self._batch_metrics(batch)}
+        )
+
+    def propose(self, reporter: Reporter | None = None) -> Proposal:
+        """One outer round: train on the latest labels, then refine and filter."""
+        self.train(reporter)
+        return self.generate(reporter)
+
+    def train(self, reporter: Reporter | None = None) -> dict[str, Any]:
+        """The outer-loop step: fine-tune the current checkpoint on this round's training pool."""
+        self._expect("train")
+        reporter = reporter or null_reporter
+        t = self._s.round
+        objective = self.schedule[t]
+        pool = self._training_pool(t)
+        model, tokenizer = self._load_model()
+        started = time.perf_counter()
+        result = training.train_round(
+            model,
+            tokenizer,
+            self.format,
+            pool,
+            objective=objective,
+            config=self.config.train,
+            round_index=t,
+            seed=self.config.seed,
+            output_dir=self.workdir / f"round-{t + 1:02d}" / "trainer",
+            device=self.config.device,
+            reporter=reporter,
+            is_tiny_model=self.config.model.path is None,
+            num_seeds=self.config.generate.num_seeds,
+        )
+        path = self.workdir / f"round-{t + 1:02d}" / "checkpoint"
+        sha = modeling.save_checkpoint(result.model, tokenizer, path)
+        self._model = (str(path), result.model, tokenizer)
+        s = self._s
+        s.checkpoint, s.checkpoint_sha256 = str(path), sha
+        s.seeds = result.seeds.tolist()
+        s.train_from = len(self.labelled) if self.labelled is not None else 0
+        s.phase = "generate"
+        info = {
+            "step": "train",
+            "round": t + 1,
+            "objective": objective,
+            "training_pool": len(pool),
+            "replay_fraction": self.config.train.replay_fraction,
+            "checkpoint_sha256": sha,
+            "seconds": time.perf_counter() - started,
+            **result.metrics,
+        }
+        s.history.append(_finite(info))
+        return info
+
+    def generate(self, reporter: Reporter | None = None) -> Proposal:
+        """The inner loop: iterative refinement from the training seeds, then the filter."""
+        self._expect("generate")
+        reporter = reporter or null_reporter
+        s, t = self._s, self._s.round
+        stage = self.schedule[t]
+        # The temperature statistic restarts with each training stage (spec §3.5).
+        prev = s.prev_mean_distance if s.prev_stage == stage else None
+        temperatures = generation.temperatures_for(prev)
+        model, tokenizer = self._load_model()
+        started = time.perf_counter()
+        refinement = generation.refine(
+            model,
+            tokenizer,
+            self.format,
+            torch.tensor(s.seeds, dtype=torch.long).reshape(-1, self.dim),
+            num_states=self.num_states,
+            dim=self.dim,
+            config=self.config.generate,
+            temperatures=temperatures,
+            generator=generator(self.config.seed, "generate", t),
+            reporter=reporter,
+        )
+        chosen = selection.select(
+            refinement.candidates,
+            self.config.batch_size,
+            exclude=self._known(),
+            quantile=self.config.generate.likelihood_quantile,
+            generator=generator(self.config.seed, "filter", t),
+        )
+        s.pending += [list(c.sequence) for c in chosen]
+        s.proposed = [[list(c.sequence), list(c.seed or c.sequence), c.log_likelihood] for c in chosen]
+        distance = float(refinement.metrics["mean_edit_distance"])
+        s.prev_mean_distance = distance if math.isfinite(distance) else None  # NaN: no valid output
+        s.prev_stage = stage
+        s.round = t + 1
+        s.phase = "observe"
+        info = {
+            "step": "generate",
+            "round": t + 1,
+            "objective": stage,
+            "temperatures": list(temperatures),
+            "proposed": len(chosen),
+            "seconds": time.perf_counter() - started,
+            **refinement.metrics,
+        }
+        s.history.append(_finite(info))
+        return Proposal(candidates=chosen, metrics=info)
+
+    # ---- internals -----------------------------------------------------------------------
+    def _expect(self, phase: str) -> None:
+        if self._s.phase != phase:
+            if self.done:
+                raise LoopStateError(f"all {self.config.rounds} rounds are done")
+            raise LoopStateError(f"cannot {phase} now: the loop waits for {self._s.phase}")
+
+    def _training_pool(self, t: int) -> Labelled:
+        """Round 1: all seed data. Later: the last batch, plus ``replay_fraction`` of older labels."""
+        data = self.labelled
+        assert data is not None  # phase "train" is only reached after an observe
+        n = len(data)
+        start = 0 if t == 0 else self._s.train_from
+        fresh = torch.arange(start, n)
+        older = torch.arange(0, start)
+        frac = self.config.train.replay_fraction
+        if t > 0 and frac > 0 and len(older):
+            g = generator(self.config.seed, "replay", t)
+            keep = older[torch.randperm(len(older), generator=g)[: round(frac * len(older))]]
+            fresh = torch.cat([keep.sort().values, fresh])
+        return Labelled(data.sequences[fresh], data.values[fresh], data.feasible[fresh])
+
+    def _batch_metrics(self, batch: Labelled) -> dict[str, Any]:
+        """Oracle-side metrics of a labelled batch: value, feasibility, uniqueness, and for the
+        loop's own proposals the margin reward against the trajectory's seed and calibration bins."""
+        out: dict[str, Any] = {
+            "labelled": len(batch),
+            "max_value": float(batch.values.max()) if len(batch) else None,
+            "mean_value": float(batch.values.mean()) if len(batch) else None,
+            "feasible_frac": float(batch.feasible.float().mean()) if len(batch) else None,
+            "unique_frac": (
+                torch.unique(batch.sequences, dim=0).shape[0] / len(batch) if len(batch) else None
+            ),
+        }
+        info = {tuple(seq): (tuple(seed), ll) for seq, seed, ll in self._s.proposed}
+        data = self.labelled
+        if not info or data is None:
+            return out
+        value_of = dict(zip(map(tuple, data.sequences.tolist()), data.values.tolist()))
+        rewards, calibration = [], []
+        for seq, value in zip(map(tuple, batch.sequences.tolist()), batch.values.tolist()):
+            if seq not in info:
+                continue
+            seed, ll = info[seq]
+            rewards.append(max(0.0, value - value_of.get(seed, 0.0)))
+            if ll is not None:
+                calibration.append((ll, value))
+        if rewards:
+            out["max_reward"], out["mean_reward"] = max(rewards), sum(rewards) / len(rewards)
+        if calibration:
+            out["calibration"] = _calibration_bins(calibration)
+        return out
+
+    def _known(self) -> set[Key]:
+        known: set[Key] = {tuple(p) for p in self._s.pending}
+        known |= {tuple(p) for p in self._s.excluded}
+        if self.labelled is not None:
+            known |= {tuple(r) for r in self.labelled.sequences.tolist()}
+        return known
+
+    def _load_model(self) -> tuple[Any, Any]:
+        path = self._s.checkpoint
+        if self._model is not None and self._model[0] == str(path):
+            return self._model[1], self._model[2]
+        if path is None:
+            model, tokenizer = modeling.create_or_load(
+                self.config.model, self.num_states, self.config.seed, self.config.device
+            )
+        else:
+            model, tokenizer = modeling.load_checkpoint(path, self.config.device)
+        self._model = (str(path), model, tokenizer)
+        return model, tokenizer
+
+
+def _calibration_bins(pairs: list[tuple[float, float]], bins: int = 5) -> list[dict[str, float]]:
+    """Mean oracle value per likelihood quantile bin: is the model's confidence worth anything?"""
+    pairs = sorted(pairs)
+    size = max(1, -(-len(pairs) // bins))
+    out = []
+    for i in range(0, len(pairs), size):
+        chunk = pairs[i : i + size]
+        out.append(
+            {
+                "mean_log_likelihood": sum(p[0] for p in chunk) / len(chunk),
+                "mean_value": sum(p[1] for p in chunk) / len(chunk),
+                "count": float(len(chunk)),
+            }
+        )
+    return out
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities become None: the state is JSON for Postgres, which refuses them."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in d.items()}
