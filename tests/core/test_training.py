@@ -68,6 +68,7 @@ def test_a_round_gives_finite_losses_and_changes_every_parameter(objective, toke
     assert steps[0] == ("train", 0, m["steps"]) and steps[-1] == ("train", m["steps"], m["steps"])
     assert result.seeds.shape == (min(200, m["num_train"]), L)
     assert "forward" not in result.model.__dict__  # trl's fused-head patch is removed
+    assert m["format_gate"] is False  # only with num_states
 
 
 def test_the_same_seed_gives_identical_weights_and_another_does_not(tokenizer, data, tmp_path):
@@ -139,3 +140,20 @@ def test_a_tiny_models_first_round_runs_enough_steps_to_learn_the_format():
     fixed = resolve(TrainConfig(first_round_epochs=4), "sft", is_tiny_model=True)
     assert fixed.epochs_for_round(0, steps_per_epoch=1) == 4
     assert resolve(TrainConfig(), "sft", is_tiny_model=False).epochs_for_round(0, 1) == 1
+
+
+def test_the_format_gate_keeps_only_checkpoints_whose_greedy_outputs_parse(tokenizer, data, tmp_path):
+    # A random-init model cannot write the format after one short epoch: every checkpoint fails
+    # the gate and the round keeps its starting weights.
+    model = build_model(TINY, tokenizer, seed=7)
+    start = {k: p.detach().clone() for k, p in model.named_parameters()}
+    gated = train_round(
+        model, tokenizer, FMT, data, objective="marge", config=TrainConfig(batch_size=32),
+        round_index=1, seed=0, output_dir=tmp_path, num_states=V,
+    )
+    m = gated.metrics
+    assert m["format_gate"] is True and m["format_gate_passed"] is False
+    assert m["format_gate_history"] and all(not g["passed"] for g in m["format_gate_history"])
+    assert all(g["valid"] < 0.9 for g in m["format_gate_history"])
+    assert all(torch.equal(p, start[k]) for k, p in gated.model.named_parameters())
+    assert m["selected_step"] == 0
