@@ -3,7 +3,13 @@
 ``train_round`` formats this round's labelled data (§3.3), trains one epoch from the current
 checkpoint with the round's objective (SFT and DPO through trl's trainers, MargE and REINFORCE
 through our SFTTrainer subclasses), evaluates the held-out loss every 10% of an epoch, keeps the
-best state in memory and returns it with the refinement seeds.
+best state in memory (for DPO and MargE only among states whose greedy outputs pass the format
+gate, when ``num_states`` is given) and returns it with the refinement seeds.
+
+Hyperparameters come from :func:`resolve`: the paper's for a pretrained model, measured ones for
+the tiny random-init model. Training is fp32 (bf16 only for DPO of a pretrained model on CUDA),
+with no checkpoint files written, no reporting, and the trainer's seed derived from
+``(seed, "train", round_index)``.
 """
 
 from __future__ import annotations
