@@ -160,6 +160,31 @@ def wait_for_http(base: str, proc: Proc, timeout: float = 90) -> None:
 
 
 @pytest.fixture(scope="module")
+def module_pg_url(postgres_available: None, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of the module's own, migrated: workers' recovery sweeps must not find other
+    tests' campaigns."""
+    from api.config import Settings
+    from api.db import upgrade
+    from tests.conftest import create_database, drop_database
+
+    name = f"llome_it_{request.module.__name__.rsplit('.', 1)[-1]}_{os.getpid()}"
+    url = create_database(name)
+    upgrade(Settings(database_url=url, redis_url=None))
+    yield url
+    drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def module_session_factory(module_pg_url: str) -> Iterator[Any]:
+    from api.config import Settings
+    from api.db import make_engine, make_sessionmaker
+
+    engine = make_engine(Settings(database_url=module_pg_url, redis_url=None))
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
 def redis_db(request: pytest.FixtureRequest) -> Iterator[str]:
     """A Redis database number of its own (flushed before and after), per test module."""
     number = getattr(request.module, "REDIS_DB", 11)

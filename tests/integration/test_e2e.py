@@ -27,9 +27,9 @@ REDIS_DB = 11
 
 
 @pytest.fixture(scope="module")
-def stack(pg_url: str, redis_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Procs]]:
+def stack(module_pg_url: str, redis_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Procs]]:
     tmp = tmp_path_factory.mktemp("stack")
-    env = clean_env(DATABASE_URL=pg_url, REDIS_URL=redis_db, LLOME_DATA_DIR=str(tmp / "data"),
+    env = clean_env(DATABASE_URL=module_pg_url, REDIS_URL=redis_db, LLOME_DATA_DIR=str(tmp / "data"),
                     LLOME_LEASE_S="20", LLOME_RECOVERY_INTERVAL_S="2", LLOME_PROGRESS_INTERVAL_S="0.3")
     procs = Procs(tmp, env)
     try:

@@ -20,7 +20,8 @@ REDIS_DB = 12
 
 
 def test_a_round_survives_its_worker_being_killed_mid_training(
-        pg_url: str, redis_db: str, tmp_path: Path, session_factory) -> None:  # type: ignore[no-untyped-def]
+        module_pg_url: str, redis_db: str, tmp_path: Path, module_session_factory) -> None:  # type: ignore[no-untyped-def]
+    pg_url, session_factory = module_pg_url, module_session_factory
     knobs = {"LLOME_LEASE_S": "4", "LLOME_RECOVERY_INTERVAL_S": "1", "LLOME_VISIBILITY_TIMEOUT_S": "10",
              "LLOME_PROGRESS_INTERVAL_S": "0.2"}
     env = clean_env(DATABASE_URL=pg_url, REDIS_URL=redis_db, LLOME_DATA_DIR=str(tmp_path / "data"), **knobs)
