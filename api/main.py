@@ -4,10 +4,12 @@ and the task publisher. Nothing is built at import time."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from api.config import Settings, get_settings
 from api.db import make_engine, make_sessionmaker, schema_is_current, upgrade
@@ -52,6 +54,16 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
     app.state.session_factory = make_sessionmaker(engine, publisher)
     app.state.publisher = publisher
     install_handlers(app)
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Any) -> Any:
+        # Every response names its request (taken from the client's X-Request-ID if given).
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = rid
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        return response
+
     for module in (health, campaigns, measurements, batches):
         app.include_router(module.router)
     return app

@@ -136,6 +136,11 @@ def test_health_reports_database_and_broker(client) -> None:
     assert body["status"] == "ok" and body["database"] == "ok"
 
 
+def test_every_response_carries_a_request_id(client) -> None:
+    assert len(client.get("/health").headers["x-request-id"]) == 32
+    assert client.get("/campaigns/0", headers={"X-Request-ID": "abc-1"}).headers["x-request-id"] == "abc-1"
+
+
 def test_openapi_lists_the_contract_routes(client) -> None:
     paths = set(client.get("/openapi.json").json()["paths"])
     for p in ["/campaigns", "/campaigns/{campaign_id}", "/campaigns/{campaign_id}/measurements",
