@@ -249,7 +249,6 @@ def _seed(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Session) -> C
 
 def _train(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Session) -> Callable[[DbReporter], Writer]:
     """LLOME's outer step: feed the labels the loop has not seen, fine-tune, checkpoint."""
-    from llome_core.loop import LlomeLoop
 
     prev = _round_state(session, view.id, c.round - 1) if c.round > 1 else None
     new = _labels(session, view.id, unobserved_only=True)
@@ -273,14 +272,23 @@ def _train(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Session) -> 
 
 
 def _loop(rt: Runtime, view: CampaignView, state: dict[str, Any] | None, workdir: Path) -> Any:
+    import inspect
+
     from llome_core.loop import LlomeLoop
 
+    extra: dict[str, Any] = {}
+    oracle = view.spec.oracle
+    if isinstance(oracle, EhrlichParams) and "feasible" in inspect.signature(LlomeLoop.__init__).parameters:
+        from llome_core.ehrlich import Ehrlich
+
+        # The oracle's hard constraint is known: checkpoint selection also asks for feasible outputs.
+        extra["feasible"] = Ehrlich.from_config(oracle.to_config()).is_feasible
     if state is None:
         return LlomeLoop(view.spec.loop_config(rt.device), num_states=view.alphabet.size,
-                         dim=view.length, workdir=workdir)
+                         dim=view.length, workdir=workdir, **extra)
     # The device is the worker's, not the one that wrote the state (a campaign may move).
     state = {**state, "config": {**state["config"], "device": rt.device}}
-    return LlomeLoop.from_state_dict(state, workdir)
+    return LlomeLoop.from_state_dict(state, workdir, **extra)
 
 
 def _generate_llome(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Session) -> Callable[[DbReporter], Writer]:

@@ -13,7 +13,13 @@ from sqlalchemy import func, select
 from api.config import Settings
 from api.main import create_app
 from api.models import Batch, Candidate, Job, Measurement, Round
-from tests.integration.conftest import TINY_EHRLICH_CAMPAIGN, Procs, clean_env, poll_campaign, wait_until
+from tests.integration.conftest import (
+    TINY_EHRLICH_CAMPAIGN,
+    Procs,
+    clean_env,
+    poll_campaign,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 REDIS_DB = 12

@@ -4,6 +4,7 @@ cancellation, recovery, and whole campaigns driven task by task."""
 from __future__ import annotations
 
 from datetime import timedelta
+
 import pytest
 from sqlalchemy import func, select, update
 
