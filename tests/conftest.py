@@ -81,15 +81,34 @@ def pg_url(postgres_available: None) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The service tests' database: the real Postgres by default; a SQLite file (the embedded
+    default's backend) with ``LLOME_TEST_DB=sqlite``, or when Postgres is unreachable."""
+    from api.config import Settings
+    from api.db import upgrade
+
+    reason = None if os.environ.get("LLOME_TEST_DB", "postgres") == "sqlite" else _pg_reason()
+    if os.environ.get("LLOME_TEST_DB", "postgres") != "sqlite" and reason is None:
+        return request.getfixturevalue("pg_url")
+    if reason:
+        import warnings
+
+        warnings.warn(f"service tests run on SQLite: {reason}", stacklevel=1)
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/llome-test.db"
+    upgrade(Settings(database_url=url, redis_url=None))
+    return url
+
+
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("llome-data")
 
 
 @pytest.fixture(scope="session")
-def settings(pg_url: str, data_dir: Path):  # type: ignore[no-untyped-def]
+def settings(db_url: str, data_dir: Path):  # type: ignore[no-untyped-def]
     from api.config import Settings
 
-    return Settings(database_url=pg_url, redis_url=None, data_dir=data_dir, progress_interval_s=0.2)
+    return Settings(database_url=db_url, redis_url=None, data_dir=data_dir, progress_interval_s=0.2)
 
 
 @pytest.fixture(scope="session")
