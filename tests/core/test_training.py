@@ -58,6 +58,8 @@ def run(objective, tokenizer, data, tmp_path, *, round_index=1, seed=0, config=N
 @pytest.mark.parametrize("objective", ["sft", "dpo", "marge", "reinforce"])
 def test_a_round_gives_finite_losses_and_changes_every_parameter(objective, tokenizer, data, tmp_path):
     steps = []
+    if objective == "dpo":  # triples outnumber pairs ~4:1; fewer sequences keep the test short
+        data = labelled(n=40)
     before, result = run(objective, tokenizer, data, tmp_path, reporter=lambda *a: steps.append(a))
     m = result.metrics
     assert math.isfinite(m["train_loss"]) and math.isfinite(m["eval_loss"])
@@ -71,7 +73,8 @@ def test_a_round_gives_finite_losses_and_changes_every_parameter(objective, toke
     assert m["format_gate"] is False  # only with num_states
 
 
-def test_the_same_seed_gives_identical_weights_and_another_does_not(tokenizer, data, tmp_path):
+def test_the_same_seed_gives_identical_weights_and_another_does_not(tokenizer, tmp_path):
+    data = labelled(n=40)
     _, a = run("marge", tokenizer, data, tmp_path / "a", seed=5)
     _, b = run("marge", tokenizer, data, tmp_path / "b", seed=5)
     _, c = run("marge", tokenizer, data, tmp_path / "c", seed=6)
