@@ -346,7 +346,8 @@ def llome_main(argv: list[str] | None = None) -> int:
                                         samples_per_step=args.samples),
             )
             loop = LlomeLoop(config, num_states=args.num_states, dim=args.dim,
-                             workdir=out / "runs" / f"{objective}-seed{seed}")
+                             workdir=out / "runs" / f"{objective}-seed{seed}",
+                             feasible=f.is_feasible)
             loop.observe(seed_data)
             best, calls, started = seed_best, seed_calls, time.perf_counter()
             rows.append({"method": objective, "seed": seed, "round": 0, "oracle_calls": calls,

@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -59,9 +59,18 @@ class LlomeLoop:
     """The LLOME bilevel optimizer for sequences of ``dim`` states in ``[0, num_states)``."""
 
     def __init__(
-        self, config: LoopConfig, *, num_states: int, dim: int, workdir: str | Path
+        self,
+        config: LoopConfig,
+        *,
+        num_states: int,
+        dim: int,
+        workdir: str | Path,
+        feasible: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        """``feasible``: the oracle's hard constraint, when known (Ehrlich); checkpoint selection
+        then also requires feasible greedy outputs (spec §3.7). A wet lab has none."""
         self.config = config
+        self.feasible = feasible
         self.num_states = num_states
         self.dim = dim
         self.workdir = Path(workdir)
@@ -106,12 +115,18 @@ class LlomeLoop:
         }
 
     @classmethod
-    def from_state_dict(cls, d: dict[str, Any], workdir: str | Path) -> "LlomeLoop":
+    def from_state_dict(
+        cls,
+        d: dict[str, Any],
+        workdir: str | Path,
+        feasible: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> "LlomeLoop":
         loop = cls(
             LoopConfig.from_dict(d["config"]),
             num_states=int(d["num_states"]),
             dim=int(d["dim"]),
             workdir=workdir,
+            feasible=feasible,
         )
         loop._s = _State(**{k: d[k] for k in _State.__dataclass_fields__ if k in d})
         return loop
@@ -164,6 +179,8 @@ class LlomeLoop:
             reporter=reporter,
             is_tiny_model=self.config.model.path is None,
             num_seeds=self.config.generate.num_seeds,
+            num_states=self.num_states,
+            feasible=self.feasible,
         )
         path = self.workdir / f"round-{t + 1:02d}" / "checkpoint"
         sha = modeling.save_checkpoint(result.model, tokenizer, path)

@@ -23,7 +23,7 @@ def ehrlich() -> Ehrlich:
 
 @pytest.fixture(scope="module")
 def seed_data(ehrlich: Ehrlich) -> Labelled:
-    ga = GAConfig(num_particles=200, mutation_prob=0.05, survival_quantile=0.2, num_steps=4, seed=1)
+    ga = GAConfig(num_particles=100, mutation_prob=0.05, survival_quantile=0.2, num_steps=3, seed=1)
     return run_ga(ehrlich, ga).dataset
 
 
@@ -48,7 +48,10 @@ def label(ehrlich: Ehrlich, x: torch.Tensor) -> Labelled:
 def test_two_outer_rounds_of_every_objective_propose_new_valid_sequences(
     objective, ehrlich, seed_data, tmp_path
 ):
-    loop = LlomeLoop(small_config(objective), num_states=STATES, dim=DIM, workdir=tmp_path)
+    loop = LlomeLoop(
+        small_config(objective), num_states=STATES, dim=DIM, workdir=tmp_path,
+        feasible=ehrlich.is_feasible,
+    )
     loop.observe(seed_data)
     seen = {tuple(r) for r in seed_data.sequences.tolist()}
     for r in range(2):
