@@ -151,7 +151,7 @@ def test_the_format_gate_keeps_only_checkpoints_whose_greedy_outputs_parse(token
     model = build_model(TINY, tokenizer, seed=7)
     start = {k: p.detach().clone() for k, p in model.named_parameters()}
     gated = train_round(
-        model, tokenizer, FMT, data, objective="marge", config=TrainConfig(batch_size=32),
+        model, tokenizer, FMT, data, objective="marge", config=TrainConfig(batch_size=32, heldout_max=3),
         round_index=1, seed=0, output_dir=tmp_path, num_states=V,
     )
     m = gated.metrics
