@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -64,8 +65,36 @@ class BatchStatus(StrEnum):
 
 
 class CandidateStatus(StrEnum):
+    """A candidate as a molecule in the lab (issue 8); see ``CANDIDATE_MOVES``."""
+
     PROPOSED = "proposed"
+    RELEASED = "released"  # its batch was downloaded for the lab or marked ordered
     MEASURED = "measured"
+    FAILED_EXPRESSION = "failed_expression"  # informative: an infeasible label
+    ASSAY_FAILED = "assay_failed"  # uninformative: may be released and measured again
+    WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"  # not measured within the campaign's label_ttl
+
+
+# The allowed moves; a status missing as a key is terminal and never changes again.
+CANDIDATE_MOVES: dict[str, frozenset[str]] = {
+    CandidateStatus.PROPOSED: frozenset({
+        CandidateStatus.RELEASED, CandidateStatus.MEASURED, CandidateStatus.FAILED_EXPRESSION,
+        CandidateStatus.ASSAY_FAILED, CandidateStatus.WITHDRAWN, CandidateStatus.EXPIRED}),
+    CandidateStatus.RELEASED: frozenset({
+        CandidateStatus.MEASURED, CandidateStatus.FAILED_EXPRESSION, CandidateStatus.ASSAY_FAILED,
+        CandidateStatus.WITHDRAWN, CandidateStatus.EXPIRED}),
+    CandidateStatus.ASSAY_FAILED: frozenset({
+        CandidateStatus.RELEASED, CandidateStatus.MEASURED, CandidateStatus.FAILED_EXPRESSION,
+        CandidateStatus.WITHDRAWN, CandidateStatus.EXPIRED}),
+}
+# Still in the lab: the batch waits for these.
+PENDING_CANDIDATE = frozenset(CANDIDATE_MOVES)
+
+
+class UploadStatus(StrEnum):
+    PREVIEWED = "previewed"  # parsed and validated; nothing but the upload itself stored
+    COMMITTED = "committed"
 
 
 class JobStep(StrEnum):
@@ -158,7 +187,7 @@ class Upload(Base):
     """One uploaded file; its SHA-256 recognises a second upload of the same bytes."""
 
     __tablename__ = "upload"
-    __table_args__ = (UniqueConstraint("campaign_id", "sha256"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "sha256"), _check_in("status", UploadStatus))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
@@ -167,6 +196,13 @@ class Upload(Base):
     filename: Mapped[str | None] = mapped_column(Text)
     rows: Mapped[int] = mapped_column(Integer)
     new_measurements: Mapped[int] = mapped_column(Integer)
+    # Issue 8: previewed, then committed; the bytes are kept so the commit validates again
+    # against the rows stored by then; ``report`` is the latest validation (and the rows skipped).
+    status: Mapped[str] = mapped_column(String(16), default=UploadStatus.COMMITTED)
+    kind: Mapped[str] = mapped_column(String(16), default="measurements")  # or "results"
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -209,6 +245,29 @@ class Candidate(Base):
     refinement_step: Mapped[int | None] = mapped_column(Integer)
     temperature: Mapped[float | None] = mapped_column(Float)
     log_likelihood: Mapped[float | None] = mapped_column(Float)
+    # Lineage of issue 8, stored when the candidate is made and never recomputed.
+    objective: Mapped[str | None] = mapped_column(String(32))
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    mutations: Mapped[str | None] = mapped_column(Text)  # vs parent, ProteinGym notation
+    reference_mutations: Mapped[str | None] = mapped_column(Text)  # vs the campaign's reference
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """The first response to a creating POST with an ``Idempotency-Key`` header, replayed to a
+    retry with the same key and body."""
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (UniqueConstraint("scope", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(300))  # method and path
+    key: Mapped[str] = mapped_column(String(200))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
