@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "serve": "api.server:serve_main",
     "worker": "worker.app:worker_main",
     "db": "api.db:db_main",
+    "keys": "api.services.labs:keys_main",
 }
 BENCHMARKS: dict[str, str] = {
     "ehrlich-speed": "benchmarks.ehrlich_speed:main",
@@ -28,6 +29,8 @@ commands:
                                    unless DATABASE_URL / REDIS_URL are set)
   worker [--queues gpu,cpu]        start a Celery worker
   db upgrade                       apply the database migrations
+  keys create --lab NAME | list | revoke ID
+                                   manage the labs' API keys (a key is printed once)
   bench ehrlich-speed|ga|llome|generation-speed
                                    run a benchmark (llome bench NAME --help)
 """

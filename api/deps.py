@@ -1,4 +1,5 @@
-"""Dependencies: settings, one transaction per request, campaigns that exist (404 otherwise)."""
+"""Dependencies: settings, one transaction per request, the lab of the API key (401 otherwise),
+the lab's campaigns (404 otherwise, also for another lab's)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
-from api.models import Campaign
+from api.errors import Unauthorized
+from api.models import Campaign, Lab
 from api.services import campaigns as campaign_service
+from api.services import labs as labs_service
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -41,13 +45,46 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 FactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 
 
-def get_campaign(campaign_id: int, session: SessionDep) -> Campaign:
-    return campaign_service.get_or_404(session, campaign_id)
+# The Swagger UI "Authorize" button: paste the key (without "Bearer ").
+bearer = HTTPBearer(auto_error=False, scheme_name="APIKey",
+                    description="an API key from `llome keys create --lab NAME` "
+                                "(the embedded default writes its first key to .llome/api-key)")
 
 
-def get_campaign_locked(campaign_id: int, session: SessionDep) -> Campaign:
+def get_lab(request: Request, session: SessionDep,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Lab:
+    """The lab whose key is in ``Authorization: Bearer <key>``; 401 otherwise."""
+    if credentials is None:
+        raise Unauthorized("this route needs an API key: send the header 'Authorization: Bearer <key>' "
+                           "(create one with `llome keys create --lab NAME`)")
+    key = labs_service.key_for(session, credentials.credentials.strip())
+    if key is None:
+        raise Unauthorized("the API key is unknown or revoked")
+    request.state.api_key_id = key.id  # provenance of what this request writes
+    lab = session.get(Lab, key.lab_id)
+    assert lab is not None  # api_key.lab_id is a foreign key
+    return lab
+
+
+LabDep = Annotated[Lab, Depends(get_lab)]
+
+
+def get_api_key_id(request: Request, lab: LabDep) -> int:
+    """The id of the key that authenticated this request (for provenance)."""
+    return request.state.api_key_id
+
+
+ApiKeyIdDep = Annotated[int, Depends(get_api_key_id)]
+
+
+def get_campaign(campaign_id: int, session: SessionDep, lab: LabDep) -> Campaign:
+    """The lab's campaign; another lab's campaign is a 404, exactly like one that does not exist."""
+    return campaign_service.get_or_404(session, campaign_id, lab_id=lab.id)
+
+
+def get_campaign_locked(campaign_id: int, session: SessionDep, lab: LabDep) -> Campaign:
     """The campaign row locked for this transaction: writers of one campaign take turns."""
-    return campaign_service.get_or_404(session, campaign_id, lock=True)
+    return campaign_service.get_or_404(session, campaign_id, lock=True, lab_id=lab.id)
 
 
 CampaignDep = Annotated[Campaign, Depends(get_campaign)]

@@ -32,6 +32,14 @@ class LlomeError(Exception):
         self.extra = extra
 
 
+class Unauthorized(LlomeError):
+    """No API key, or one that is unknown or revoked."""
+
+    status = 401
+    title = "Unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
 class NotFound(LlomeError):
     status = 404
     title = "Not found"
@@ -92,8 +100,10 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(LlomeError)
     async def _llome(request: Request, exc: LlomeError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.message, request.url.path, errors=exc.errors,
-                       **exc.extra)
+        response = problem(exc.status, exc.title, exc.message, request.url.path, errors=exc.errors,
+                           **exc.extra)
+        response.headers.update(getattr(exc, "headers", {}))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,7 +1,8 @@
 """ORM tables. The database is the single source of truth: Celery messages carry only ids.
 
 Unique keys make every retry safe: one job per (campaign, round, step), one batch per
-(campaign, round), one measurement per sequence and per candidate, one upload per file hash.
+(campaign, round), one current measurement per sequence and per candidate, one upload per file
+hash.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -123,6 +125,32 @@ def _check_in(column: str, enum: type[StrEnum]) -> CheckConstraint:
     return CheckConstraint(f"{column} IN ({values})", name=f"{column}_valid")
 
 
+class Lab(Base):
+    """A lab: it owns campaigns and API keys; one lab never sees another's campaigns."""
+
+    __tablename__ = "lab"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key of a lab. Only the SHA-256 of the key is stored (keys are 256-bit random, so a
+    slow hash adds nothing); ``prefix`` lets people tell their keys apart."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (UniqueConstraint("key_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lab_id: Mapped[int] = mapped_column(ForeignKey("lab.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class Campaign(Base):
     __tablename__ = "campaign"
     __table_args__ = (
@@ -134,6 +162,8 @@ class Campaign(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Null only for campaigns made before labs existed (the first lab created adopts them).
+    lab_id: Mapped[int | None] = mapped_column(ForeignKey("lab.id", ondelete="RESTRICT"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(32), default=CampaignStatus.CREATED)
     oracle_kind: Mapped[str] = mapped_column(String(16))
@@ -203,6 +233,8 @@ class Upload(Base):
     content: Mapped[bytes | None] = mapped_column(LargeBinary)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Provenance: the key that uploaded it (null: before keys existed, or a revoked key's row).
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -276,8 +308,14 @@ class Measurement(Base):
 
     __tablename__ = "measurement"
     __table_args__ = (
-        UniqueConstraint("sequence_id"),
-        UniqueConstraint("candidate_id"),
+        # Append-only: a correction is a new row, and the row it corrects names it in
+        # superseded_by_id. At most one current (not superseded) label per sequence and candidate.
+        Index("uq_measurement_current_sequence", "sequence_id", unique=True,
+              postgresql_where=text("superseded_by_id IS NULL"),
+              sqlite_where=text("superseded_by_id IS NULL")),
+        Index("uq_measurement_current_candidate", "candidate_id", unique=True,
+              postgresql_where=text("superseded_by_id IS NULL"),
+              sqlite_where=text("superseded_by_id IS NULL")),
         _check_in("source", MeasurementSource),
         CheckConstraint("feasible OR value IS NULL OR value = 0", name="infeasible_scores_nothing"),
         Index(None, "campaign_id", "id"),
@@ -295,6 +333,9 @@ class Measurement(Base):
     source: Mapped[str] = mapped_column(String(16))
     # The round whose optimizer step first saw this label (null: not yet fed to the optimizer).
     observed_round: Mapped[int | None] = mapped_column(Integer)
+    # The correction that replaced this label (null: this is the current label). The one column
+    # of a measurement ever written after its insert, and only once, from null.
+    superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("measurement.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -11,6 +11,23 @@ from api.config import get_settings
 from api.db import upgrade
 
 
+def _announce_embedded_key(app: object) -> None:
+    """The embedded default's first start creates a key and writes it to ./.llome/api-key."""
+    from pathlib import Path
+
+    from api.db import session_scope
+    from api.services.labs import ensure_embedded_key
+
+    with session_scope(app.state.session_factory) as session:  # type: ignore[attr-defined]
+        path, created = ensure_embedded_key(session, Path.cwd())
+    if created:
+        print(f"created the first API key (lab 'default'): {path.resolve()} (mode 0600); send it as "
+              "'Authorization: Bearer <key>' or paste it into Authorize on /docs", flush=True)
+    else:
+        print(f"API keys: {path.resolve()} holds the first key if you kept it; "
+              "`llome keys create --lab NAME` makes more", flush=True)
+
+
 def serve_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="llome serve", description="Start the llome web service.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -35,6 +52,8 @@ def serve_main(argv: list[str]) -> int:
         publisher = embedded.publisher
     app = create_app(settings, publisher=publisher, migrate=False)
     mode = "embedded: SQLite + in-process worker" if embedded else "Postgres/Redis, external workers"
+    if embedded is not None:
+        _announce_embedded_key(app)
     print(f"llome serving ({mode}) on http://{args.host}:{args.port}/docs", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -145,8 +145,36 @@ def app(settings, publisher):  # type: ignore[no-untyped-def]
     return create_app(settings, publisher=publisher, migrate=False)
 
 
+def make_key(session_factory, lab: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    """A new API key for ``lab`` (default: a lab of its own, so tests never see each other's
+    campaigns), made by the same service function as ``llome keys create``."""
+    import uuid
+
+    from api.db import session_scope
+    from api.services.labs import create_key
+
+    with session_scope(session_factory) as s:
+        _, key = create_key(s, lab or f"lab-{uuid.uuid4().hex[:12]}")
+    return key
+
+
 @pytest.fixture
-def client(app):  # type: ignore[no-untyped-def]
+def api_key(session_factory) -> str:  # type: ignore[no-untyped-def]
+    return make_key(session_factory)
+
+
+@pytest.fixture
+def client(app, api_key):  # type: ignore[no-untyped-def]
+    """The real app with a lab's API key sent on every request."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, headers={"Authorization": f"Bearer {api_key}"}) as c:
+        yield c
+
+
+@pytest.fixture
+def anon_client(app):  # type: ignore[no-untyped-def]
+    """The real app with no API key."""
     from fastapi.testclient import TestClient
 
     with TestClient(app) as c:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, File, Request, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 
 from api.csvio import write_rows
-from api.deps import CampaignDep, LockedCampaignDep, SessionDep, SettingsDep
+from api.deps import CampaignDep, LockedCampaignDep, SessionDep, SettingsDep, get_lab
 from api.routes.campaigns import Cursor, Limit, parse_cursor
 from api.routes.measurements import read_upload
 from api.schemas.batches import BatchPage, BatchRead
@@ -15,7 +15,8 @@ from api.schemas.measurements import UploadReport
 from api.services import batches as service
 from api.services import measurements as measurement_service
 
-router = APIRouter(prefix="/campaigns", tags=["batches"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/campaigns", tags=["batches"], responses=PROBLEM_RESPONSES,
+                   dependencies=[Depends(get_lab)])
 
 
 @router.get("/{campaign_id}/batches", response_model=BatchPage)

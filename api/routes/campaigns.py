@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from api.deps import CampaignDep, FactoryDep, LockedCampaignDep, SessionDep
+from api.deps import CampaignDep, FactoryDep, LabDep, LockedCampaignDep, SessionDep, get_lab
 from api.errors import LlomeError
 from api.schemas.batches import MetricsRead
 from api.schemas.campaigns import CampaignCreate, CampaignPage, CampaignRead
@@ -18,7 +18,8 @@ from api.services import campaigns as service
 from api.services import metrics as metrics_service
 from api.services import sequences as sequence_service
 
-router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=PROBLEM_RESPONSES,
+                   dependencies=[Depends(get_lab)])
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
@@ -34,16 +35,17 @@ def parse_cursor(cursor: str | None) -> int | None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CampaignRead)
-def create_campaign(data: CampaignCreate, session: SessionDep) -> CampaignRead:
+def create_campaign(data: CampaignCreate, session: SessionDep, lab: LabDep) -> CampaignRead:
     """Create a campaign. Ehrlich campaigns start seeding with the GA at once; wet-lab campaigns
     wait for seed data (``POST /campaigns/{id}/measurements``)."""
-    campaign = service.create(session, data=data)
+    campaign = service.create(session, data=data, lab_id=lab.id)
     return service.to_read(session, campaign)
 
 
 @router.get("", response_model=CampaignPage)
-def list_campaigns(session: SessionDep, cursor: Cursor = None, limit: Limit = 50) -> CampaignPage:
-    rows, next_cursor = service.list_(session, cursor=parse_cursor(cursor), limit=limit)
+def list_campaigns(session: SessionDep, lab: LabDep, cursor: Cursor = None, limit: Limit = 50) -> CampaignPage:
+    """The lab's campaigns, newest first."""
+    rows, next_cursor = service.list_(session, cursor=parse_cursor(cursor), limit=limit, lab_id=lab.id)
     return CampaignPage(items=[service.to_read(session, c) for c in rows],
                         next_cursor=str(next_cursor) if next_cursor else None)
 

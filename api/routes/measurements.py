@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, File, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Response, UploadFile, status
 
-from api.deps import LockedCampaignDep, SessionDep, SettingsDep
+from api.deps import LockedCampaignDep, SessionDep, SettingsDep, get_lab
 from api.schemas.common import PROBLEM_RESPONSES
 from api.schemas.measurements import UploadReport
 from api.services import measurements as service
 
-router = APIRouter(prefix="/campaigns", tags=["measurements"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/campaigns", tags=["measurements"], responses=PROBLEM_RESPONSES,
+                   dependencies=[Depends(get_lab)])
 
 
 def read_upload(file: UploadFile, settings) -> bytes:  # type: ignore[no-untyped-def]

@@ -54,14 +54,16 @@ WAITING_FOR_LABELS = (
 # --- create / read ------------------------------------------------------------------------
 
 
-def create(session: Session, *, data: CampaignCreate) -> Campaign:
-    """Insert the campaign and start it (an Ehrlich campaign starts seeding at once)."""
+def create(session: Session, *, data: CampaignCreate, lab_id: int | None = None) -> Campaign:
+    """Insert the campaign for lab ``lab_id`` and start it (an Ehrlich campaign starts seeding
+    at once)."""
     oracle = data.oracle
     if isinstance(oracle, EhrlichParams):
         alphabet, length = oracle.alphabet().letters, oracle.dim
     else:
         alphabet, length = oracle.alphabet, oracle.length
     campaign = Campaign(
+        lab_id=lab_id,
         name=data.name,
         status=CampaignStatus.CREATED,
         oracle_kind=oracle.kind,
@@ -86,8 +88,13 @@ def spec_of(campaign: Campaign) -> CampaignCreate:
     return CampaignCreate.model_validate(campaign.spec)
 
 
-def get_or_404(session: Session, campaign_id: int, *, lock: bool = False) -> Campaign:
+def get_or_404(session: Session, campaign_id: int, *, lock: bool = False,
+               lab_id: int | None = None) -> Campaign:
+    """The campaign; with ``lab_id`` (every API request) only that lab's, so another lab's
+    campaign is the same 404 as a missing one. Workers pass no lab."""
     q = select(Campaign).where(Campaign.id == campaign_id)
+    if lab_id is not None:
+        q = q.where(Campaign.lab_id == lab_id)
     if lock:
         # One row lock per campaign serializes its writers (uploads, steps, pause) without
         # locking candidates or measurements (Optuna's deadlock lesson).
@@ -98,9 +105,12 @@ def get_or_404(session: Session, campaign_id: int, *, lock: bool = False) -> Cam
     return campaign
 
 
-def list_(session: Session, *, cursor: int | None, limit: int) -> tuple[list[Campaign], int | None]:
-    """Newest first; the cursor is the last id seen."""
+def list_(session: Session, *, cursor: int | None, limit: int,
+          lab_id: int | None = None) -> tuple[list[Campaign], int | None]:
+    """Newest first (only ``lab_id``'s campaigns when given); the cursor is the last id seen."""
     q = select(Campaign).order_by(Campaign.id.desc()).limit(limit + 1)
+    if lab_id is not None:
+        q = q.where(Campaign.lab_id == lab_id)
     if cursor is not None:
         q = q.where(Campaign.id < cursor)
     rows = list(session.scalars(q))

@@ -147,6 +147,18 @@ class Procs:
             p.stop()
 
 
+def cli_key(env: dict[str, str], lab: str = "it-lab", cwd: Path | None = None) -> str:
+    """A key made the documented way: ``llome keys create --lab LAB`` (the key is the last line)."""
+    out = subprocess.run([LLOME, "keys", "create", "--lab", lab], env=env, cwd=cwd or ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 def wait_for_http(base: str, proc: Proc, timeout: float = 90) -> None:
     def up() -> bool:
         if not proc.alive():

@@ -16,7 +16,9 @@ from tests.integration.conftest import (
     TINY_EHRLICH_CAMPAIGN,
     TINY_LLOME,
     Procs,
+    auth,
     clean_env,
+    cli_key,
     free_port,
     poll_campaign,
     wait_until,
@@ -36,7 +38,8 @@ def stack(module_pg_url: str, redis_db: str, tmp_path_factory: pytest.TempPathFa
         port = free_port()
         procs.server(port)
         procs.worker()
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        key = cli_key(env)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=auth(key)) as client:
             yield client, procs
     finally:
         procs.stop_all()

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import Procs, clean_env, free_port
+from tests.integration.conftest import Procs, auth, clean_env, free_port
 from tests.integration.test_e2e import run_ehrlich_campaign, run_wetlab_campaign
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,8 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.C
     try:
         port = free_port()
         procs.server(port, cwd=cwd)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        key = (cwd / ".llome" / "api-key").read_text().strip()  # written on first start
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=auth(key)) as client:
             yield client, procs, cwd
     finally:
         procs.stop_all()
@@ -34,6 +35,10 @@ def test_serve_with_no_configuration_uses_sqlite_here_and_an_in_process_worker(e
     health = client.get("/health").json()
     assert health == {"status": "ok", "database": "ok", "broker": "embedded", "worker": "embedded"}
     assert "/docs" in procs.all[0].tail() and client.get("/docs").status_code == 200
+    key_file = cwd / ".llome" / "api-key"
+    assert key_file.stat().st_mode & 0o777 == 0o600  # readable by its owner only
+    assert str(key_file.resolve()) in procs.all[0].tail()  # the start-up says where it is
+    assert client.get("/campaigns", headers={"Authorization": ""}).status_code == 401
 
 
 def test_an_ehrlich_campaign_runs_two_rounds_on_the_embedded_default(embedded) -> None:

@@ -13,9 +13,11 @@ from sqlalchemy import func, select
 from api.config import Settings
 from api.main import create_app
 from api.models import Batch, Candidate, Job, Measurement, Round
+from tests.conftest import make_key
 from tests.integration.conftest import (
     TINY_EHRLICH_CAMPAIGN,
     Procs,
+    auth,
     clean_env,
     poll_campaign,
     wait_until,
@@ -34,7 +36,8 @@ def test_a_round_survives_its_worker_being_killed_mid_training(
     settings = Settings(database_url=pg_url, redis_url=redis_db, data_dir=tmp_path / "data")
     procs = Procs(tmp_path, env)
     try:
-        with TestClient(create_app(settings, migrate=False)) as client:  # the real app, publishing to Redis
+        # the real app, publishing to Redis, with a lab's key
+        with TestClient(create_app(settings, migrate=False), headers=auth(make_key(session_factory))) as client:
             cid = client.post("/campaigns", json={**TINY_EHRLICH_CAMPAIGN, "rounds": 1}).json()["id"]
             first = procs.worker("worker-a")
 

@@ -1,0 +1,150 @@
+"""Labs and their API keys: ``llome keys create --lab NAME``, and the one place a key is checked.
+
+A key is ``llome_`` followed by 43 URL-safe characters (256 random bits). It is printed once;
+the database keeps only its SHA-256, so a leaked database does not leak usable keys. Lookups go
+by hash (an index, no per-key loop) and compare in constant time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from api.db import utcnow
+from api.models import ApiKey, Campaign, Lab
+
+KEY_PREFIX = "llome_"
+EMBEDDED_LAB = "default"
+KEY_FILE = Path(".llome") / "api-key"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def get_or_create_lab(session: Session, name: str) -> Lab:
+    """The lab called ``name``, created if new. The first lab ever created adopts the campaigns
+    made before labs existed (``lab_id`` null), so an upgrade loses no campaign."""
+    name = name.strip()
+    if not name:
+        raise ValueError("a lab needs a non-empty name")
+    lab = session.scalar(select(Lab).where(Lab.name == name))
+    if lab is not None:
+        return lab
+    first = session.scalar(select(Lab.id).limit(1)) is None
+    lab = Lab(name=name)
+    session.add(lab)
+    session.flush()
+    if first:
+        session.execute(update(Campaign).where(Campaign.lab_id.is_(None)).values(lab_id=lab.id))
+    return lab
+
+
+def create_key(session: Session, lab_name: str) -> tuple[ApiKey, str]:
+    """A new key for the lab (created if new): the row and the key itself, shown only now."""
+    lab = get_or_create_lab(session, lab_name)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(lab_id=lab.id, prefix=key[: len(KEY_PREFIX) + 6], key_hash=hash_key(key))
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def key_for(session: Session, key: str) -> ApiKey | None:
+    """The live (not revoked) key row matching ``key``, or None."""
+    if not key or not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    digest = hash_key(key)
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    return row
+
+
+def authenticate(session: Session, key: str) -> Lab | None:
+    """The lab owning ``key``, or None when the key is unknown or revoked."""
+    row = key_for(session, key.strip())
+    return None if row is None else session.get(Lab, row.lab_id)
+
+
+def revoke(session: Session, key_id: int) -> bool:
+    row = session.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    return True
+
+
+def ensure_embedded_key(session: Session, workdir: Path) -> tuple[Path, bool]:
+    """The embedded default's first key: when no lab has a key yet, create one for the lab
+    ``default`` and write it to ``workdir/.llome/api-key`` (mode 0600). Returns the file and
+    whether a key was created now."""
+    path = workdir / KEY_FILE
+    if session.scalar(select(ApiKey.id).limit(1)) is not None:
+        return path, False
+    _, key = create_key(session, EMBEDDED_LAB)
+    write_key_file(path, key)
+    return path, True
+
+
+def write_key_file(path: Path, key: str) -> None:
+    """Write ``key`` readable by its owner only (created 0600, never world-readable at any time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+# --- llome keys -------------------------------------------------------------------------------
+
+
+def keys_main(argv: list[str]) -> int:
+    """``llome keys create --lab NAME | list | revoke ID`` on the configured database."""
+    from api.config import get_settings
+    from api.db import make_engine, make_sessionmaker, session_scope
+
+    parser = argparse.ArgumentParser(prog="llome keys", description="Manage the labs' API keys.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", help="create a key for a lab (the lab is created if new)")
+    create.add_argument("--lab", required=True, help="the lab's name")
+    sub.add_parser("list", help="list keys (prefix, lab, created, revoked)")
+    rev = sub.add_parser("revoke", help="revoke a key by its id (see `llome keys list`)")
+    rev.add_argument("key_id", type=int)
+    args = parser.parse_args(argv)
+
+    engine = make_engine(get_settings())
+    try:
+        factory = make_sessionmaker(engine)
+        with session_scope(factory) as session:
+            if args.action == "create":
+                row, key = create_key(session, args.lab)
+                lab_name = args.lab.strip()
+            elif args.action == "list":
+                for k, lab in session.execute(select(ApiKey, Lab.name).join(Lab, Lab.id == ApiKey.lab_id)
+                                              .order_by(ApiKey.id)).tuples():
+                    state = f"revoked {k.revoked_at.isoformat()}" if k.revoked_at else "active"
+                    print(f"{k.id}\t{k.prefix}…\t{lab}\t{k.created_at.isoformat()}\t{state}")
+                return 0
+            else:
+                if not revoke(session, args.key_id):
+                    print(f"no active key with id {args.key_id}", file=sys.stderr)
+                    return 1
+                print(f"key {args.key_id} revoked")
+                return 0
+    finally:
+        engine.dispose()
+    # Printed after the commit: a key that is shown is a key that works.
+    print(f"API key for lab {lab_name!r} (id {row.id}); it is shown only once, store it now:")
+    print(key)
+    return 0
