@@ -35,14 +35,14 @@ def upgrade() -> None:
     sa.UniqueConstraint('scope', 'key', name=op.f('uq_idempotency_key_scope_key'))
     )
     # Uploads stored before this revision were stored in one step: they are committed.
-    with op.batch_alter_table('upload', recreate='always') as b:
+    with op.batch_alter_table('upload') as b:
         b.add_column(sa.Column('status', sa.String(length=16), nullable=False, server_default='committed'))
         b.add_column(sa.Column('kind', sa.String(length=16), nullable=False, server_default='measurements'))
         b.add_column(sa.Column('content', sa.LargeBinary(), nullable=True))
         b.add_column(sa.Column('report', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True))
         b.add_column(sa.Column('committed_at', sa.DateTime(timezone=True), nullable=True))
         b.create_check_constraint('status_valid', "status IN ('previewed', 'committed')")
-    with op.batch_alter_table('candidate', recreate='always') as b:
+    with op.batch_alter_table('candidate') as b:
         b.drop_constraint(op.f('ck_candidate_status_valid'), type_='check')
         b.create_check_constraint('status_valid', NEW_CANDIDATE)
         b.add_column(sa.Column('objective', sa.String(length=32), nullable=True))
@@ -56,14 +56,14 @@ def upgrade() -> None:
 def downgrade() -> None:
     # Lab states the old schema has no word for: measured ones stay measured, the rest proposed.
     op.execute("UPDATE candidate SET status = 'proposed' WHERE status NOT IN ('proposed', 'measured')")
-    with op.batch_alter_table('candidate', recreate='always') as b:
+    with op.batch_alter_table('candidate') as b:
         b.drop_constraint(op.f('ck_candidate_status_valid'), type_='check')
         b.create_check_constraint('status_valid', OLD_CANDIDATE)
         for col in ('status_changed_at', 'released_at', 'reference_mutations', 'mutations',
                     'checkpoint_sha256', 'objective'):
             b.drop_column(col)
     op.execute("DELETE FROM upload WHERE status <> 'committed'")
-    with op.batch_alter_table('upload', recreate='always') as b:
+    with op.batch_alter_table('upload') as b:
         b.drop_constraint(op.f('ck_upload_status_valid'), type_='check')
         for col in ('committed_at', 'report', 'content', 'kind', 'status'):
             b.drop_column(col)
