@@ -1,0 +1,358 @@
+"""What the dashboard pages show, from the same services the REST routes call. Where a newer
+service (uploads preview/commit, lineage, template/FASTA) is not there yet, the fallback here gives
+the same thing from the rows the existing services write."""
+
+from __future__ import annotations
+
+import io
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.config import Settings
+from api.errors import InvalidUpload, LlomeError, NotFound, _field_name
+from api.models import Campaign, Candidate, Measurement, Sequence
+from api.schemas.batches import MetricsRead
+from api.schemas.campaigns import CampaignCreate
+from api.services import batches as batch_service
+from api.services import campaigns as campaign_service
+from api.services import measurements as measurement_service
+from api.services import metrics as metrics_service
+
+# --- campaigns of a lab -------------------------------------------------------------------
+
+
+def campaigns_of(session: Session, lab_id: int | None, limit: int = 200) -> list[Campaign]:
+    """The lab's campaigns, newest first (all of them while the service has no labs)."""
+    kw = {"lab_id": lab_id} if lab_id is not None else {}
+    rows, _ = campaign_service.list_(session, cursor=None, limit=limit, **kw)
+    return rows
+
+
+def campaign_of(session: Session, lab_id: int | None, campaign_id: int, *, lock: bool = False) -> Campaign:
+    """The lab's campaign; another lab's is "does not exist", as in the API."""
+    kw = {"lab_id": lab_id} if lab_id is not None else {}
+    return campaign_service.get_or_404(session, campaign_id, lock=lock, **kw)
+
+
+@dataclass
+class Summary:
+    """One row of the campaigns table."""
+
+    read: Any
+    best: float | None
+    objective: str
+    rounds_done: int
+    oracle_calls: int
+    budget: int
+
+
+def summary(session: Session, campaign: Campaign) -> Summary:
+    read = campaign_service.to_read(session, campaign)
+    m = metrics_service.compute(session, campaign)
+    best = max((r.best_so_far for r in m.rounds if r.best_so_far is not None), default=None)
+    labelled_rounds = [r for r in m.rounds if r.round > 0 and r.labelled > 0]
+    calls = m.rounds[-1].oracle_calls if m.rounds else 0
+    seed_calls = m.rounds[0].oracle_calls if m.rounds and m.rounds[0].round == 0 else 0
+    return Summary(read=read, best=best, objective=m.objective, rounds_done=len(labelled_rounds),
+                   oracle_calls=calls, budget=seed_calls + campaign.rounds * campaign.batch_size)
+
+
+def metrics(session: Session, campaign: Campaign) -> MetricsRead:
+    return metrics_service.compute(session, campaign)
+
+
+def plot_version(m: MetricsRead) -> str:
+    """Changes whenever the plotted data does (the page's image URL carries it)."""
+    return f"{len(m.rounds)}-{sum(r.labelled for r in m.rounds)}"
+
+
+def fractions_png(m: MetricsRead, title: str) -> bytes:
+    """Feasible % and unique % per round (the score curve is the API's own plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    rounds = [r for r in m.rounds if r.labelled]
+    if rounds:
+        xs = [r.round for r in rounds]
+        ax.plot(xs, [100 * (r.feasible_fraction or 0) for r in rounds], marker="o", label="feasible %")
+        ax.plot(xs, [100 * (r.unique_fraction or 0) for r in rounds if True], marker="s",
+                linestyle="--", label="unique %")
+        ax.set_xticks(xs)
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no labelled data yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylim(-5, 105)
+    ax.set_xlabel("round (0: seed data)")
+    ax.set_ylabel("% of the round's sequences")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def score_png(m: MetricsRead, title: str) -> bytes:
+    return metrics_service.plot_png(m, title)
+
+
+# --- the create form ----------------------------------------------------------------------
+
+FORM_FIELDS = {
+    "name": "name", "oracle.kind": "oracle_kind", "oracle.alphabet": "alphabet",
+    "oracle.length": "length", "oracle.preset": "preset", "optimizer.kind": "optimizer_kind",
+    "optimizer.objective": "objective", "batch_size": "batch_size", "rounds": "rounds",
+    "seed": "seed",
+}
+
+
+def campaign_body(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The POST /campaigns body the form describes; blank fields keep the API's defaults.
+    ``advanced`` is JSON merged into the body (optimizer, model, seeding ...)."""
+    import json
+
+    errors: dict[str, str] = {}
+    body: dict[str, Any] = {"name": form.get("name", "").strip()}
+    kind = form.get("oracle_kind") or "wetlab"
+    oracle: dict[str, Any] = {"kind": kind}
+    if kind == "wetlab":
+        oracle["alphabet"] = form.get("alphabet", "").strip()
+        oracle["length"] = _number(form.get("length", ""))
+    elif form.get("preset", "").strip():
+        oracle["preset"] = form["preset"].strip()
+    body["oracle"] = oracle
+    opt_kind = form.get("optimizer_kind") or "llome"
+    body["optimizer"] = {"kind": opt_kind}
+    if opt_kind == "llome" and form.get("objective", "").strip():
+        body["optimizer"]["objective"] = form["objective"].strip()
+    for name in ("batch_size", "rounds", "seed"):
+        if form.get(name, "").strip():
+            body[name] = _number(form[name])
+    advanced = form.get("advanced", "").strip()
+    if advanced:
+        try:
+            extra = json.loads(advanced)
+            if not isinstance(extra, dict):
+                raise ValueError("it must be a JSON object")
+        except ValueError as exc:
+            errors["advanced"] = f"advanced settings are not a JSON object: {exc}"
+        else:
+            _merge(body, extra)
+    return body, errors
+
+
+def _number(text: str) -> Any:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return text  # pydantic says what is wrong with it, in the API's words
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def validate_campaign(body: dict[str, Any]) -> tuple[CampaignCreate | None, list[dict[str, str]]]:
+    """The API's own schema and messages: ``[{field, reason}]`` as POST /campaigns answers 422."""
+    try:
+        return CampaignCreate.model_validate(body), []
+    except ValidationError as exc:
+        return None, [
+            {"field": _field_name(tuple(e.get("loc", ()))),
+             "reason": str(e.get("msg", "invalid")).removeprefix("Value error, ")}
+            for e in exc.errors()
+        ]
+
+
+def errors_by_input(errors: list[dict[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """Each error next to its form input; the rest (advanced settings) listed on top."""
+    by_input: dict[str, str] = {}
+    other: list[str] = []
+    for e in errors:
+        name = FORM_FIELDS.get(e["field"])
+        if name is None and e["field"] in ("oracle", "body"):
+            name = "alphabet" if "alphabet" in e["reason"] else None
+        if name:
+            by_input[name] = (by_input[name] + "; " if name in by_input else "") + e["reason"]
+        else:
+            other.append(f"{e['field']}: {e['reason']}")
+    return by_input, other
+
+
+# --- batches, lineage ---------------------------------------------------------------------
+
+
+def open_batch(session: Session, campaign: Campaign) -> Any | None:
+    """The newest batch with its candidates (open or last labelled), or None."""
+    items, _ = batch_service.list_(session, campaign, cursor=None, limit=1)
+    if not items:
+        return None
+    return batch_service.read(session, batch_service.get_or_404(session, campaign, items[0].id))
+
+
+def mutations(parent: str | None, child: str) -> str:
+    """ProteinGym notation (``A14D:K2R``, 1-based); empty when equal or lengths differ."""
+    if not parent or len(parent) != len(child):
+        return ""
+    return ":".join(f"{a}{i + 1}{b}" for i, (a, b) in enumerate(zip(parent, child)) if a != b)
+
+
+@dataclass
+class Step:
+    sequence: str
+    candidate_id: int | None
+    round: int | None
+    score: float | None
+    feasible: bool | None
+    status: str
+    mutations: str = ""
+    log_likelihood: float | None = None
+    temperature: float | None = None
+    refinement_step: int | None = None
+
+
+@dataclass
+class Lineage:
+    candidate: Step
+    parent: str | None
+    trajectory_seed: str | None
+    steps: list[Step] = field(default_factory=list)  # seed first, the candidate last
+
+
+def lineage(session: Session, campaign: Campaign, candidate_id: int) -> Lineage:
+    """The candidate and the chain of sequences it was refined from, back to its seed."""
+    row = session.execute(
+        select(Candidate, Sequence.text).join(Sequence, Sequence.id == Candidate.sequence_id)
+        .where(Candidate.id == candidate_id, Candidate.campaign_id == campaign.id)
+    ).tuples().first()
+    if row is None:
+        raise NotFound(f"campaign {campaign.id} has no candidate {candidate_id}")
+    cand, text = row
+    chain: list[Step] = [_step(session, campaign, cand, text)]
+    seen = {text}
+    parent = cand.parent
+    while parent and parent not in seen and len(chain) < 100:
+        seen.add(parent)
+        prev = session.execute(
+            select(Candidate, Sequence.text).join(Sequence, Sequence.id == Candidate.sequence_id)
+            .where(Candidate.campaign_id == campaign.id, Sequence.text == parent,
+                   Candidate.id < chain[-1].candidate_id if chain[-1].candidate_id else True)
+            .order_by(Candidate.id.desc()).limit(1)
+        ).tuples().first()
+        if prev is None:  # a seed or uploaded sequence: the start of the trajectory
+            chain.append(_sequence_step(session, campaign, parent))
+            break
+        chain.append(_step(session, campaign, *prev))
+        parent = prev[0].parent
+    chain.reverse()
+    for before, after in zip(chain, chain[1:]):
+        after.mutations = mutations(before.sequence, after.sequence)
+    return Lineage(candidate=chain[-1], parent=cand.parent, trajectory_seed=cand.trajectory_seed,
+                   steps=chain)
+
+
+def _measurement(session: Session, campaign: Campaign, text: str) -> Measurement | None:
+    return session.scalar(
+        select(Measurement).join(Sequence, Sequence.id == Measurement.sequence_id)
+        .where(Measurement.campaign_id == campaign.id, Sequence.text == text)
+    )
+
+
+def _step(session: Session, campaign: Campaign, cand: Candidate, text: str) -> Step:
+    from api.models import Batch
+
+    m = _measurement(session, campaign, text)
+    rnd = session.scalar(select(Batch.round).where(Batch.id == cand.batch_id))
+    return Step(sequence=text, candidate_id=cand.id, round=rnd, score=m.value if m else None,
+                feasible=m.feasible if m else None, status=cand.status,
+                log_likelihood=cand.log_likelihood, temperature=cand.temperature,
+                refinement_step=cand.refinement_step)
+
+
+def _sequence_step(session: Session, campaign: Campaign, text: str) -> Step:
+    m = _measurement(session, campaign, text)
+    return Step(sequence=text, candidate_id=None, round=0, score=m.value if m else None,
+                feasible=m.feasible if m else None, status="seed data" if m else "unmeasured")
+
+
+def fasta(candidates: list[Any]) -> str:
+    return "".join(f">{c.candidate_id}\n{c.sequence}\n" for c in candidates)
+
+
+# --- uploads: preview, then commit --------------------------------------------------------
+
+
+@dataclass
+class Preview:
+    token: str
+    filename: str
+    batch_id: int | None
+    rows: int
+    accepted: int
+    rejected: int
+    new_measurements: int
+    duplicates: int
+    already_uploaded: bool
+    errors: list[dict[str, Any]]
+    message: str | None = None
+
+
+def _import(session: Session, campaign: Campaign, batch_id: int | None, data: bytes,
+            filename: str, settings: Settings) -> Any:
+    if batch_id is None:
+        return measurement_service.import_measurements(
+            session, campaign=campaign, data=data, filename=filename, settings=settings)
+    batch = batch_service.get_or_404(session, campaign, batch_id)
+    return measurement_service.import_batch_results(
+        session, campaign=campaign, batch=batch, data=data, filename=filename, settings=settings)
+
+
+def preview_upload(factory: sessionmaker[Session], lab_id: int | None, campaign_id: int,
+                   batch_id: int | None, data: bytes, filename: str, settings: Settings) -> Preview:
+    """Validate the whole file and store nothing: the import runs in a transaction that is
+    always rolled back (tasks it would queue are dropped with it)."""
+    token = secrets.token_urlsafe(16)
+    with factory() as session:
+        try:
+            campaign = campaign_of(session, lab_id, campaign_id, lock=True)
+            report = _import(session, campaign, batch_id, data, filename, settings)
+        except InvalidUpload as exc:
+            errs = exc.errors or []
+            bad_rows = {e.get("row") for e in errs if e.get("row") is not None}
+            rows = exc.extra.get("rows") if isinstance(exc.extra.get("rows"), int) else None
+            total = rows if rows is not None else _data_rows(data)
+            return Preview(token, filename, batch_id, total, max(0, total - len(bad_rows)),
+                           len(bad_rows), 0, 0, False, errs, exc.message)
+        except LlomeError as exc:
+            return Preview(token, filename, batch_id, _data_rows(data), 0, _data_rows(data), 0, 0,
+                           False, [{"row": None, "column": None, "reason": exc.message}], exc.message)
+        finally:
+            session.rollback()
+    return Preview(token, filename, batch_id, report.rows, report.rows, 0,
+                   report.new_measurements, report.duplicates, report.already_uploaded, [])
+
+
+def _data_rows(data: bytes) -> int:
+    lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return max(0, len(lines) - 1)
+
+
+def commit_upload(session: Session, lab_id: int | None, campaign_id: int, batch_id: int | None,
+                  data: bytes, filename: str, settings: Settings) -> Any:
+    """Store the previewed file: all rows or none, in the caller's transaction."""
+    campaign = campaign_of(session, lab_id, campaign_id, lock=True)
+    return _import(session, campaign, batch_id, data, filename, settings)

@@ -1,0 +1,257 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium`` driven by Playwright) against
+``llome serve`` on the embedded default, started as a subprocess in a temporary directory.
+
+Skipped with the reason when /usr/bin/chromium or the playwright package is missing (``.ci/run``
+installs Chromium). ``LLOME_UI_SCREENSHOTS=DIR`` saves a screenshot of each page into DIR (the
+README's pictures come from ``LLOME_UI_SCREENSHOTS=docs/screenshots``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import TINY_EHRLICH_CAMPAIGN, TINY_LLOME, Procs, clean_env, free_port
+from tests.integration.test_e2e import LAB_ALPHABET, LAB_LENGTH, Lab
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ROUND_TIMEOUT_MS = 150_000  # one tiny LLOME round on a busy 2-core machine
+
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None  # type: ignore[assignment]
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None, reason="the playwright package is not installed "
+                       "(pip install playwright; never `playwright install`)"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing "
+                       "(apt-get install -y chromium; .ci/run does it)"),
+]
+
+
+class Server:
+    def __init__(self, base: str, cwd: Path, procs: Procs) -> None:
+        self.base, self.cwd, self.procs = base, cwd, procs
+
+    @property
+    def key(self) -> str:
+        """The embedded default's first API key (any key while the service has no keys)."""
+        path = self.cwd / ".llome" / "api-key"
+        return path.read_text().strip() if path.exists() else "open-access"
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, timeout=30,
+                            headers={"Authorization": f"Bearer {self.key}"})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    cwd = tmp_path_factory.mktemp("ui")
+    procs = Procs(cwd, clean_env(LLOME_PROGRESS_INTERVAL_S="0.3"))
+    try:
+        port = free_port()
+        procs.server(port, cwd=cwd)
+        yield Server(f"http://127.0.0.1:{port}", cwd, procs)
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture()
+def page(browser: Any, server: Server) -> Iterator[Page]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.set_default_timeout(20_000)
+    try:
+        yield pg
+    finally:
+        ctx.close()
+
+
+def shoot(page: Page, name: str) -> None:
+    target = os.environ.get("LLOME_UI_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        page.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        page.screenshot(path=str(Path(target) / name), full_page=True)
+
+
+def log_in(page: Page, server: Server, path: str = "/ui") -> None:
+    page.goto(server.base + path)
+    expect(page).to_have_url(re.compile(r"/ui/login"))
+    shoot(page, "login.png")
+    page.get_by_label("API key").fill(server.key)
+    page.get_by_label("API key").press("Enter")  # keyboard only
+    expect(page).to_have_url(re.compile(re.escape(path) + "$"))
+
+
+def upload(page: Page, name: str, data: bytes) -> None:
+    page.get_by_label("CSV file").set_input_files({"name": name, "mimeType": "text/csv", "buffer": data})
+    expect(page.locator("#u-peek")).to_contain_text(name)  # the script's look at the file
+    page.get_by_role("button", name="Preview upload").click()
+    expect(page.locator("#preview")).to_contain_text("nothing is stored yet")
+
+
+def fill_template(text: str, lab: Lab) -> bytes:
+    """The downloaded worksheet with every score filled in, its columns unchanged."""
+    reader = csv.DictReader(io.StringIO(text))
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=reader.fieldnames or [])
+    w.writeheader()
+    for row in reader:
+        row["score"] = str(lab.score(row["sequence"]))
+        w.writerow(row)
+    return out.getvalue().encode()
+
+
+def test_pages_need_a_login_and_the_cookie_is_httponly_and_samesite_strict(server: Server) -> None:
+    with httpx.Client(base_url=server.base, timeout=30) as c:
+        r = c.get("/ui/campaigns/1")
+        assert r.status_code == 303 and r.headers["location"].startswith("/ui/login")
+        login = c.get("/ui/login")
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        token = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
+        wrong = c.post("/ui/login", data={"api_key": "not-a-key", "csrf": token})
+        if (server.cwd / ".llome" / "api-key").exists():  # with API keys, a wrong one is refused
+            assert wrong.status_code == 401 and "not valid" in wrong.text
+        ok = c.post("/ui/login", data={"api_key": server.key, "csrf": token})
+        assert ok.status_code == 303 and ok.headers["location"] == "/ui"
+        assert c.get("/ui").status_code == 200
+
+
+def test_a_form_post_without_the_sessions_csrf_token_changes_nothing(server: Server) -> None:
+    with httpx.Client(base_url=server.base, timeout=30) as c:
+        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/ui/login").text).group(1)
+        c.post("/ui/login", data={"api_key": server.key, "csrf": token})
+        fresh = re.search(r'name="csrf" value="([^"]+)"', c.get("/ui").text).group(1)
+        form = {"name": "forged", "oracle_kind": "wetlab", "alphabet": "ACGT", "length": "8"}
+        for bad in ({}, {"csrf": token}, {"csrf": fresh[:-2] + "xx"}):  # none, pre-login, altered
+            r = c.post("/ui/campaigns", data={**form, **bad})
+            assert r.status_code == 400 and "CSRF" in r.text
+        with server.api() as api:
+            assert all(x["name"] != "forged" for x in api.get("/campaigns").json()["items"])
+
+
+def test_the_create_form_shows_the_apis_own_validation_messages_next_to_the_fields(
+        page: Page, server: Server) -> None:
+    log_in(page, server)
+    page.get_by_label("Name", exact=True).fill("bad one")
+    page.get_by_label("Alphabet", exact=True).fill("AAB")
+    page.get_by_label("Sequence length", exact=True).fill("0")
+    page.get_by_role("button", name="Create campaign").click()
+    expect(page.locator("#form-errors")).to_be_visible()
+    with server.api() as api:
+        r = api.post("/campaigns", json={"name": "bad one", "oracle": {"kind": "wetlab", "alphabet": "AAB", "length": 0}})
+    assert r.status_code == 422
+    for err in r.json()["errors"]:
+        input_id = {"oracle.alphabet": "alphabet", "oracle.length": "length"}[err["field"]]
+        expect(page.locator(f"#e-{input_id}")).to_contain_text(err["reason"])
+        expect(page.locator(f"#f-{input_id}")).to_have_attribute("aria-invalid", "true")
+    shoot(page, "campaigns-form-errors.png")
+
+
+def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server) -> None:
+    lab = Lab()
+    log_in(page, server)
+    page.get_by_label("Name", exact=True).fill("dashboard round trip")
+    page.get_by_label("Oracle", exact=True).select_option("wetlab")
+    page.get_by_label("Alphabet", exact=True).fill(LAB_ALPHABET)
+    page.get_by_label("Sequence length", exact=True).fill(str(LAB_LENGTH))
+    page.get_by_label("Batch size (oracle calls per round)").fill("8")
+    page.get_by_label("Rounds", exact=True).fill("1")
+    page.get_by_label("Random seed", exact=True).fill("1")
+    page.get_by_label("Advanced settings (JSON, merged into the request)").fill(
+        json.dumps({"optimizer": TINY_LLOME, "model": TINY_EHRLICH_CAMPAIGN["model"]}))
+    page.get_by_role("button", name="Create campaign").click()
+    expect(page).to_have_url(re.compile(r"/ui/campaigns/\d+"))
+    cid = int(re.search(r"/ui/campaigns/(\d+)", page.url).group(1))
+    expect(page.locator("#status")).to_contain_text("waiting for data")
+
+    # A half-valid seed file: the preview names the bad row and offers no commit.
+    seed = lab.seed_csv()
+    bad = seed + f"{'Z' * LAB_LENGTH},0.5\n".encode()
+    upload(page, "bad-seed.csv", bad)
+    bad_row = len(bad.decode().splitlines())
+    expect(page.locator("#row-errors")).to_contain_text(str(bad_row))
+    expect(page.locator("#commit")).to_have_count(0)
+    with server.api() as api:
+        assert api.get(f"/campaigns/{cid}/sequences").json()["items"] == []
+
+    upload(page, "seed.csv", seed)
+    expect(page.locator("#pv-rows")).to_have_text("40")
+    expect(page.locator("#pv-new")).to_have_text("40")
+    shoot(page, "campaign-upload-preview.png")
+    with server.api() as api:  # the preview stored nothing
+        assert api.get(f"/campaigns/{cid}/sequences").json()["items"] == []
+    page.get_by_role("button", name=re.compile("Commit 40")).click()
+    expect(page.locator(".flash")).to_contain_text("stored 40 new measurement")
+    score_plot = page.locator("#plot-score").get_attribute("src")
+
+    # The page refreshes itself until the round's batch is there.
+    expect(page.locator("#candidates")).to_be_visible(timeout=ROUND_TIMEOUT_MS)
+    expect(page.locator("#status")).to_contain_text("awaiting lab results")
+    assert page.locator("#candidates tbody tr").count() == 8
+    shoot(page, "campaign-batch.png")
+
+    with page.expect_download() as dl:
+        page.locator("#dl-template").click()
+    template = Path(dl.value.path()).read_text()
+    header = template.splitlines()[0].split(",")
+    assert header[:2] == ["candidate_id", "sequence"] and "score" in header
+    results = fill_template(template, lab)
+
+    upload(page, "results.csv", results)
+    expect(page.locator("#pv-new")).to_have_text("8")
+    page.get_by_role("button", name=re.compile("Commit 8")).click()
+    expect(page.locator(".flash")).to_contain_text("stored 8 new measurement")
+    expect(page.locator("#status")).to_contain_text("completed", timeout=ROUND_TIMEOUT_MS)
+
+    # The plot now has round 1 in it: a new image URL that loads.
+    new_plot = page.locator("#plot-score").get_attribute("src")
+    assert new_plot != score_plot
+    page.wait_for_function("() => { const i = document.querySelector('#plot-score'); "
+                           "return i.complete && i.naturalWidth > 0; }")
+    expect(page.locator("#rounds tbody tr")).to_have_count(2)
+    with server.api() as api:
+        metrics = api.get(f"/campaigns/{cid}/metrics").json()["rounds"]
+    best = max(r["best_so_far"] for r in metrics if r["best_so_far"] is not None)
+    expect(page.locator("#best")).to_have_text(f"{best:.4g}")
+    shoot(page, "campaign.png")
+
+    # One candidate's lineage: from the seed sequence it was refined from to itself.
+    first = page.locator("#candidates tbody tr").first.locator("a")
+    cand_id = first.inner_text()
+    first.click()
+    expect(page.locator("h1")).to_have_text(f"Candidate {cand_id}")
+    steps = page.locator("#trajectory tbody tr")
+    assert steps.count() >= 2
+    assert steps.last.locator("code").first.inner_text() == page.locator("#cand-seq").inner_text()
+    shoot(page, "candidate.png")
+
+    page.goto(server.base + "/ui")
+    row = page.locator(f'#campaigns tr[data-campaign="{cid}"]')
+    expect(row).to_contain_text("completed")
+    expect(row).to_contain_text("1 / 1")
+    shoot(page, "campaigns.png")
