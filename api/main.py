@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from api.config import Settings, get_settings
 from api.db import make_engine, make_sessionmaker, schema_is_current, upgrade
 from api.errors import install_handlers
-from api.routes import batches, campaigns, health, measurements
+from api.routes import batches, campaigns, candidates, health, measurements, uploads
 from api.services.jobs import CeleryPublisher, Publisher, make_celery
 
 log = logging.getLogger("llome.api")
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
         response.headers["X-Request-ID"] = rid
         return response
 
-    for module in (health, campaigns, measurements, batches):
+    for module in (health, campaigns, measurements, batches, uploads, candidates):
         app.include_router(module.router)
     from api.ui import install as install_ui
 

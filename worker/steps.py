@@ -45,8 +45,9 @@ from api.models import (
     Round,
     Sequence,
 )
-from api.schemas.campaigns import CampaignCreate, EhrlichParams, GAParams
+from api.schemas.campaigns import CampaignCreate, EhrlichParams, GAParams, LlomeParams
 from api.services import campaigns as campaign_service
+from api.services.candidates import expire_overdue, mutations
 from api.services import jobs
 from llome_core.optimizer import Candidate as CoreCandidate
 from llome_core.optimizer import Labelled
@@ -359,6 +360,15 @@ def _batch_writer(view: CampaignView, c: jobs.Claim, candidates: list[CoreCandid
          cand.refinement_step, cand.temperature, cand.log_likelihood)
         for cand in candidates
     ]
+    # Issue 8: why each candidate was proposed, stored once, never recomputed.
+    reference = getattr(view.spec.oracle, "reference", None)
+    if isinstance(view.spec.optimizer, LlomeParams):
+        from llome_core.config import parse_schedule
+
+        objective: str | None = parse_schedule(view.spec.optimizer.objective, view.spec.rounds)[c.round - 1]
+        checkpoint_sha256 = state.get("checkpoint_sha256")
+    else:  # the GA has no model
+        objective = checkpoint_sha256 = None
 
     def write(s: Session, campaign: Campaign) -> None:
         if observed:
@@ -375,7 +385,9 @@ def _batch_writer(view: CampaignView, c: jobs.Claim, candidates: list[CoreCandid
         s.add_all(
             Candidate(campaign_id=campaign.id, batch_id=batch.id, sequence_id=seqs[t].id, position=i,
                       parent=parent, trajectory_seed=seed, refinement_step=step,
-                      temperature=temp, log_likelihood=(ll if ll is None or math.isfinite(ll) else None))
+                      temperature=temp, log_likelihood=(ll if ll is None or math.isfinite(ll) else None),
+                      objective=objective, checkpoint_sha256=checkpoint_sha256,
+                      mutations=mutations(parent, t), reference_mutations=mutations(reference, t))
             for i, (t, (parent, seed, step, temp, ll)) in enumerate(zip(texts, lineage))
         )
 
@@ -544,6 +556,7 @@ def recover(rt: Runtime, *, resend_queued: bool = False) -> int:
         try:
             with session_scope(rt.session_factory) as session:
                 campaign = campaign_service.get_or_404(session, cid, lock=True)
+                expire_overdue(session, campaign)  # candidates past the campaign's label_ttl
                 campaign_service.advance(session, campaign, resend_queued=resend_queued, settings=rt.settings)
         except Exception:
             log.warning("recovery of campaign %s failed; next sweep retries", cid, exc_info=True)

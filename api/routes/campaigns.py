@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from api.deps import CampaignDep, FactoryDep, LabDep, LockedCampaignDep, SessionDep, get_lab
@@ -15,6 +15,7 @@ from api.schemas.campaigns import CampaignCreate, CampaignPage, CampaignRead
 from api.schemas.common import PROBLEM_RESPONSES, Page
 from api.schemas.measurements import SequencePage
 from api.services import campaigns as service
+from api.services import idempotency
 from api.services import metrics as metrics_service
 from api.services import sequences as sequence_service
 
@@ -35,11 +36,21 @@ def parse_cursor(cursor: str | None) -> int | None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CampaignRead)
-def create_campaign(data: CampaignCreate, session: SessionDep, lab: LabDep) -> CampaignRead:
+def create_campaign(
+    data: CampaignCreate, session: SessionDep, lab: LabDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=(
+        "a retry with the same key and body returns the first response; another body is a 422"))] = None,
+) -> CampaignRead | JSONResponse:
     """Create a campaign. Ehrlich campaigns start seeding with the GA at once; wet-lab campaigns
     wait for seed data (``POST /campaigns/{id}/measurements``)."""
+    key = idempotency.begin(session, f"lab {lab.id} POST /campaigns", idempotency_key,
+                            idempotency.fingerprint(data.model_dump_json()))
+    if isinstance(key, tuple):
+        return JSONResponse(key[1], status_code=key[0])
     campaign = service.create(session, data=data, lab_id=lab.id)
-    return service.to_read(session, campaign)
+    out = service.to_read(session, campaign)
+    idempotency.finish(key, status.HTTP_201_CREATED, out.model_dump(mode="json"))
+    return out
 
 
 @router.get("", response_model=CampaignPage)

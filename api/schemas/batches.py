@@ -12,7 +12,8 @@ from api.schemas.common import Page
 class CandidateRead(BaseModel):
     candidate_id: int
     sequence: str
-    status: str = Field(description="proposed (no result yet) or measured")
+    status: str = Field(description="lab status: proposed, released, measured, failed_expression, "
+                        "assay_failed, withdrawn or expired")
     score: float | None = None
     feasible: bool | None = None
     parent: str | None = Field(None, description="the sequence it was refined from")
@@ -28,7 +29,7 @@ class BatchSummary(BaseModel):
     round: int
     status: str
     size: int
-    remaining: int = Field(description="candidates without a result")
+    remaining: int = Field(description="candidates still in the lab (proposed, released, assay_failed)")
     created_at: datetime
     labelled_at: datetime | None = None
 

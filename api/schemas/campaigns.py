@@ -106,12 +106,32 @@ class WetlabParams(Strict):
     kind: Literal["wetlab"]
     alphabet: str = Field(..., min_length=2, max_length=64, examples=["ACDEFGHIKLMNPQRSTVWY"])
     length: int = Field(..., ge=1, le=4096)
+    reference: str | None = Field(None, description="a reference (wild-type) sequence: each "
+                                  "candidate's mutations against it are stored (ProteinGym notation)")
+    label_ttl: str | None = Field(None, description="a candidate not measured this long after its "
+                                  "release (or proposal) expires, e.g. '14d', '36h', '2w'",
+                                  examples=["14d"])
 
     @field_validator("alphabet")
     @classmethod
     def _valid_alphabet(cls, v: str) -> str:
         Alphabet(v)  # ValueError says what is wrong
         return v
+
+    @field_validator("label_ttl")
+    @classmethod
+    def _valid_ttl(cls, v: str | None) -> str | None:
+        if v is not None:
+            from api.services.candidates import parse_ttl  # noqa: PLC0415
+
+            parse_ttl(v)
+        return v
+
+    @model_validator(mode="after")
+    def _valid_reference(self) -> "WetlabParams":
+        if self.reference is not None:
+            Alphabet(self.alphabet).encode_one(self.reference, self.length)  # says what is wrong
+        return self
 
 
 OracleParams = Annotated[EhrlichParams | WetlabParams, Field(discriminator="kind")]

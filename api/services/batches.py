@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import BatchNotFound
-from api.models import Batch, Campaign, Candidate, CandidateStatus, Measurement, Sequence
+from api.models import PENDING_CANDIDATE, Batch, Campaign, Candidate, Measurement, Sequence
 from api.schemas.batches import BatchRead, BatchSummary, CandidateRead
 
 CSV_COLUMNS = ["candidate_id", "sequence", "score", "feasible"]
@@ -24,7 +24,7 @@ def _remaining(session: Session, batch_ids: list[int]) -> dict[int, int]:
         return {}
     rows = session.execute(
         select(Candidate.batch_id, func.count())
-        .where(Candidate.batch_id.in_(batch_ids), Candidate.status == CandidateStatus.PROPOSED)
+        .where(Candidate.batch_id.in_(batch_ids), Candidate.status.in_(list(PENDING_CANDIDATE)))
         .group_by(Candidate.batch_id)
     ).tuples().all()
     return dict(rows)
@@ -53,7 +53,8 @@ def candidates(session: Session, batch: Batch) -> list[CandidateRead]:
     rows = session.execute(
         select(Candidate, Sequence.text, Measurement.value, Measurement.feasible)
         .join(Sequence, Sequence.id == Candidate.sequence_id)
-        .outerjoin(Measurement, Measurement.candidate_id == Candidate.id)
+        .outerjoin(Measurement, (Measurement.candidate_id == Candidate.id)
+                   & Measurement.superseded_at.is_(None))
         .where(Candidate.batch_id == batch.id)
         .order_by(Candidate.position)
     ).tuples().all()
@@ -69,5 +70,5 @@ def candidates(session: Session, batch: Batch) -> list[CandidateRead]:
 
 def read(session: Session, batch: Batch) -> BatchRead:
     cands = candidates(session, batch)
-    remaining = sum(1 for c in cands if c.status == CandidateStatus.PROPOSED)
+    remaining = sum(1 for c in cands if c.status in PENDING_CANDIDATE)
     return BatchRead(**summary(batch, remaining).model_dump(), candidates=cands)

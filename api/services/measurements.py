@@ -17,6 +17,7 @@ from api.csvio import CsvError, parse_bool, parse_score, raise_if_errors, read_t
 from api.db import utcnow
 from api.errors import BatchNotAwaitingLabels, InvalidState, PayloadTooLarge
 from api.models import (
+    PENDING_CANDIDATE,
     TERMINAL_CAMPAIGN,
     Batch,
     BatchStatus,
@@ -110,7 +111,8 @@ def _existing(session: Session, campaign: Campaign, texts: list[str]) -> dict[st
 def _measured(session: Session, sequence_ids: list[int]) -> dict[int, Measurement]:
     found: dict[int, Measurement] = {}
     for part in _chunks(sequence_ids):
-        for m in session.scalars(select(Measurement).where(Measurement.sequence_id.in_(part))):
+        for m in session.scalars(select(Measurement).where(Measurement.sequence_id.in_(part),
+                                                           Measurement.superseded_at.is_(None))):
             found[m.sequence_id] = m
     return found
 
@@ -146,74 +148,21 @@ def _report(campaign: Campaign, upload: Upload, *, duplicates: int, already: boo
     )
 
 
+def _one_step(session: Session, *, campaign: Campaign, batch: Batch | None, data: bytes,
+              filename: str | None, settings: Settings) -> UploadReport:
+    """Preview and commit in one call (``api.services.uploads``): all rows or none."""
+    from api.services import uploads  # noqa: PLC0415 (uploads builds on this module)
+
+    upload, already, duplicates = uploads.one_step(session, campaign=campaign, batch=batch, data=data,
+                                                   filename=filename, settings=settings)
+    return _report(campaign, upload, duplicates=duplicates, already=already, batch=batch,
+                   remaining=remaining_in_batch(session, batch) if batch is not None else None)
+
+
 def import_measurements(session: Session, *, campaign: Campaign, data: bytes,
                         filename: str | None, settings: Settings) -> UploadReport:
-    """Seed data or extra data: ``sequence,score[,feasible]``. The caller holds the campaign lock."""
-    _check_size(data, settings)
-    digest = sha256_of(data)
-    if (prev := _previous(session, campaign, digest)) is not None:
-        return _report(campaign, prev, duplicates=0, already=True)
-    if campaign.status in TERMINAL_CAMPAIGN:
-        raise InvalidState(f"campaign {campaign.id} is {campaign.status}: it takes no more data")
-    what = "measurements CSV"
-    table = read_table(data, allowed={"sequence", "score", "feasible"},
-                       required=[{"sequence"}, {"score"}], max_rows=settings.max_upload_rows, what=what)
-    alphabet = Alphabet(campaign.alphabet)
-    errors: list[CsvError] = []
-    rows: list[_Row] = []
-    first_row: dict[str, int] = {}
-    for row_no, cells in table.rows:
-        text = _sequence_text(cells["sequence"])
-        try:
-            alphabet.encode_one(text, campaign.length)
-        except SequenceError as exc:
-            errors.append(CsvError(row_no, "sequence", f"sequence {text!r}: {exc}"))
-            continue
-        if text in first_row:
-            errors.append(CsvError(row_no, "sequence", f"sequence repeats row {first_row[text]}"))
-            continue
-        first_row[text] = row_no
-        parsed = _parse_value(cells, row_no, errors)
-        if parsed is not None:
-            rows.append(_Row(row_no, text, *parsed))
-    raise_if_errors(errors, what)
-
-    existing = _existing(session, campaign, [r.text for r in rows])
-    measured = _measured(session, [s.id for s in existing.values()])
-    pending = _pending_candidates(session, campaign, [s.id for s in existing.values()])
-    fresh: list[_Row] = []
-    duplicates = 0
-    for r in rows:
-        seq = existing.get(r.text)
-        m = measured.get(seq.id) if seq else None
-        if m is not None:
-            if _same(m, r.value, r.feasible):
-                duplicates += 1
-                continue
-            errors.append(CsvError(r.row, "score", f"sequence {r.text} is already stored as "
-                                   f"{_describe(m)}; corrections are not supported yet"))
-        elif seq is not None and seq.id in pending:
-            cand = pending[seq.id]
-            errors.append(CsvError(r.row, "sequence", f"sequence {r.text} is candidate "
-                                   f"{cand.id} of batch {cand.batch_id}, which awaits labels: upload "
-                                   f"it to /campaigns/{campaign.id}/batches/{cand.batch_id}/results"))
-        else:
-            fresh.append(r)
-    raise_if_errors(errors, what)
-
-    upload = Upload(campaign_id=campaign.id, sha256=digest, filename=filename,
-                    rows=len(table.rows), new_measurements=len(fresh))
-    session.add(upload)
-    session.flush()
-    seqs = _get_or_create_sequences(session, campaign, [r.text for r in fresh], existing)
-    session.add_all(
-        Measurement(campaign_id=campaign.id, sequence_id=seqs[r.text].id, upload_id=upload.id,
-                    row=r.row, value=r.value, feasible=r.feasible, source=MeasurementSource.UPLOAD)
-        for r in fresh
-    )
-    session.flush()
-    campaign_service.advance(session, campaign)  # a wet-lab campaign waiting for seed data starts
-    return _report(campaign, upload, duplicates=duplicates, already=False)
+    """Seed data or extra data: ``sequence,score[,feasible][,status]``. The caller holds the campaign lock."""
+    return _one_step(session, campaign=campaign, batch=None, data=data, filename=filename, settings=settings)
 
 
 def _pending_candidates(session: Session, campaign: Campaign, sequence_ids: list[int]) -> dict[int, Candidate]:
@@ -224,7 +173,7 @@ def _pending_candidates(session: Session, campaign: Campaign, sequence_ids: list
             .join(Batch, Batch.id == Candidate.batch_id)
             .where(Candidate.campaign_id == campaign.id, Candidate.sequence_id.in_(part),
                    Batch.status == BatchStatus.AWAITING_LABELS,
-                   Candidate.status == CandidateStatus.PROPOSED)
+                   Candidate.status.in_(list(PENDING_CANDIDATE)))
         )
         for c in session.scalars(q):
             found[c.sequence_id] = c
@@ -234,7 +183,7 @@ def _pending_candidates(session: Session, campaign: Campaign, sequence_ids: list
 def remaining_in_batch(session: Session, batch: Batch) -> int:
     return session.scalar(
         select(func.count()).select_from(Candidate).where(
-            Candidate.batch_id == batch.id, Candidate.status == CandidateStatus.PROPOSED
+            Candidate.batch_id == batch.id, Candidate.status.in_(list(PENDING_CANDIDATE))
         )
     ) or 0
 
@@ -242,85 +191,9 @@ def remaining_in_batch(session: Session, batch: Batch) -> int:
 def import_batch_results(session: Session, *, campaign: Campaign, batch: Batch, data: bytes,
                          filename: str | None, settings: Settings) -> UploadReport:
     """A lab's results for one batch: ``candidate_id`` or ``sequence``, ``score``, optional
-    ``feasible``. A batch whose every candidate has a result becomes ``labelled`` and the loop
-    moves on. The caller holds the campaign lock."""
-    _check_size(data, settings)
-    digest = sha256_of(data)
-    if (prev := _previous(session, campaign, digest)) is not None:
-        return _report(campaign, prev, duplicates=0, already=True, batch=batch,
-                       remaining=remaining_in_batch(session, batch))
-    if campaign.oracle_kind == OracleKind.EHRLICH:
-        raise InvalidState(f"campaign {campaign.id} is labelled by its Ehrlich oracle, not by uploads")
-    if batch.status != BatchStatus.AWAITING_LABELS:
-        raise BatchNotAwaitingLabels(
-            f"batch {batch.id} is {batch.status}, not awaiting labels: nothing was stored"
-        )
-    if campaign.status in TERMINAL_CAMPAIGN:
-        raise InvalidState(f"campaign {campaign.id} is {campaign.status}: it takes no more data")
-    what = f"results CSV for batch {batch.id}"
-    table = read_table(data, allowed={"candidate_id", "sequence", "score", "feasible"},
-                       required=[{"candidate_id", "sequence"}, {"score"}],
-                       max_rows=settings.max_upload_rows, what=what)
-    candidates = list(session.scalars(select(Candidate).where(Candidate.batch_id == batch.id)))
-    texts = dict(session.execute(
-        select(Sequence.id, Sequence.text).join(Candidate, Candidate.sequence_id == Sequence.id)
-        .where(Candidate.batch_id == batch.id)
-    ).tuples().all())
-    by_id = {c.id: c for c in candidates}
-    by_text = {texts[c.sequence_id]: c for c in candidates}
-    errors: list[CsvError] = []
-    rows: list[_Row] = []
-    first_row: dict[int, int] = {}
-    for row_no, cells in table.rows:
-        cand = _identify(cells, row_no, batch, by_id, by_text, errors)
-        if cand is None:
-            continue
-        if cand.id in first_row:
-            errors.append(CsvError(row_no, "candidate_id" if "candidate_id" in cells else "sequence",
-                                   f"candidate {cand.id} repeats row {first_row[cand.id]}"))
-            continue
-        first_row[cand.id] = row_no
-        parsed = _parse_value(cells, row_no, errors)
-        if parsed is not None:
-            rows.append(_Row(row_no, texts[cand.sequence_id], *parsed, candidate=cand))
-    raise_if_errors(errors, what)
-
-    measured = _measured(session, [r.candidate.sequence_id for r in rows if r.candidate])
-    fresh: list[_Row] = []
-    duplicates = 0
-    for r in rows:
-        assert r.candidate is not None
-        m = measured.get(r.candidate.sequence_id)
-        if m is None:
-            fresh.append(r)
-        elif _same(m, r.value, r.feasible):
-            duplicates += 1
-        else:
-            errors.append(CsvError(r.row, "score", f"candidate {r.candidate.id} already has a result "
-                                   f"({_describe(m)}); corrections are not supported yet"))
-    raise_if_errors(errors, what)
-
-    upload = Upload(campaign_id=campaign.id, batch_id=batch.id, sha256=digest, filename=filename,
-                    rows=len(table.rows), new_measurements=len(fresh))
-    session.add(upload)
-    session.flush()
-    for r in fresh:
-        assert r.candidate is not None
-        session.add(Measurement(
-            campaign_id=campaign.id, sequence_id=r.candidate.sequence_id, candidate_id=r.candidate.id,
-            batch_id=batch.id, upload_id=upload.id, row=r.row, value=r.value, feasible=r.feasible,
-            source=MeasurementSource.UPLOAD,
-        ))
-        r.candidate.status = CandidateStatus.MEASURED
-    session.flush()
-    remaining = remaining_in_batch(session, batch)
-    if remaining == 0:
-        batch.status = BatchStatus.LABELLED
-        batch.labelled_at = utcnow()
-        session.flush()
-        campaign_service.advance(session, campaign)
-    return _report(campaign, upload, duplicates=duplicates, already=False, batch=batch,
-                   remaining=remaining)
+    ``feasible`` and ``status``. A batch with no candidate left pending becomes ``labelled`` and
+    the loop moves on. The caller holds the campaign lock."""
+    return _one_step(session, campaign=campaign, batch=batch, data=data, filename=filename, settings=settings)
 
 
 def _identify(cells: dict[str, str], row: int, batch: Batch, by_id: dict[int, Candidate],

@@ -1,0 +1,73 @@
+"""Uploads previewed then committed, and a candidate's lineage (issue 8)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from api.schemas.common import FieldError, Page
+
+
+class UploadCheck(BaseModel):
+    """What committing the file stores: every row is either accepted or listed in ``errors``."""
+
+    rows: int = Field(description="data rows in the file")
+    accepted: int
+    rejected: int
+    new_measurements: int
+    duplicates: int = Field(description="rows equal to a result already stored")
+    errors: list[FieldError] = Field(default_factory=list, description="{row, column, reason} per problem")
+    skipped_rows: list[int] | None = Field(None, description="rows left out by a skip_rejected commit")
+    skip_rejected: bool | None = None
+
+
+class UploadRead(BaseModel):
+    id: int
+    campaign_id: int
+    batch_id: int | None = None
+    kind: str = Field(description="measurements (seed or extra data) or results (of one batch)")
+    status: str = Field(description="previewed (nothing stored yet) or committed")
+    sha256: str
+    filename: str | None = None
+    report: UploadCheck | None = None
+    already_uploaded: bool = Field(False, description="the same bytes were uploaded before: this is that upload")
+    api_key_id: int | None = Field(None, description="who: the API key that uploaded it")
+    created_at: datetime
+    committed_at: datetime | None = None
+    campaign_status: str | None = None
+
+
+UploadPage = Page[UploadRead]
+
+
+class ReleaseRead(BaseModel):
+    batch_id: int
+    released: int = Field(description="candidates moved to released by this call")
+    status_counts: dict[str, int]
+
+
+class CandidateDetail(BaseModel):
+    """A candidate and why it was proposed; lineage is stored when the candidate is made."""
+
+    id: int
+    candidate_id: int
+    batch_id: int
+    sequence: str
+    status: str
+    round: int
+    parent_sequence: str | None = Field(None, description="the sequence it was refined from")
+    seed: str | None = Field(None, description="the first input of its trajectory")
+    refinement_step: int | None = None
+    objective: str | None = Field(None, description="the objective of the model that made it")
+    checkpoint_sha256: str | None = None
+    temperature: float | None = Field(None, description="null for greedy decoding and the GA")
+    log_likelihood: float | None = None
+    mutations: str | None = Field(None, description="against the parent, ProteinGym notation (A14D:K2R, 1-based)")
+    reference_sequence: str | None = None
+    reference_mutations: str | None = Field(None, description="against the campaign's reference sequence")
+    score: float | None = None
+    feasible: bool | None = None
+    released_at: datetime | None = None
+    status_changed_at: datetime | None = None
+    created_at: datetime

@@ -1,0 +1,204 @@
+"""Candidates as molecules in a lab (issue 8): lab states with enforced moves, release and
+withdraw, expiry after the campaign's ``label_ttl``, lineage, and the batch as lab-ready files.
+
+A batch waits while any of its candidates is pending (``proposed``, ``released``,
+``assay_failed``); when none is, it is labelled and the loop moves on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.csvio import write_rows
+from api.db import utcnow
+from api.errors import BatchNotAwaitingLabels, InvalidState, NotFound
+from api.models import (
+    CANDIDATE_MOVES,
+    PENDING_CANDIDATE,
+    Batch,
+    BatchStatus,
+    Campaign,
+    Candidate,
+    CandidateStatus,
+    Measurement,
+    OracleKind,
+    Sequence,
+)
+from api.schemas.uploads import CandidateDetail
+from api.services import campaigns as campaign_service
+
+TEMPLATE_COLUMNS = ["candidate_id", "sequence", "mutant", "score", "status"]
+_TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_ttl(text: str) -> timedelta:
+    """``14d``, ``36h``, ``2w``, ``90m``, ``30s`` as a duration; ValueError otherwise."""
+    match = _TTL.match(text or "")
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"label_ttl {text!r} is not a positive duration like '14d', '36h' or '2w'")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def mutations(parent: str | None, child: str | None) -> str | None:
+    """``child`` against ``parent`` in ProteinGym notation (``A14D:K2R``: wild-type letter, 1-based
+    position, new letter), by position; ``""`` when equal, None when either is missing."""
+    if parent is None or child is None or len(parent) != len(child):
+        return None
+    return ":".join(f"{a}{i + 1}{b}" for i, (a, b) in enumerate(zip(parent, child)) if a != b)
+
+
+def apply_mutations(parent: str, mutant: str) -> str:
+    """The sequence ``mutant`` (ProteinGym notation) makes of ``parent``; ValueError when a
+    wild-type letter does not match."""
+    seq = list(parent)
+    for token in filter(None, mutant.split(":")):
+        wt, pos, new = token[0], int(token[1:-1]), token[-1]
+        if seq[pos - 1] != wt:
+            raise ValueError(f"{token}: position {pos} of the parent is {seq[pos - 1]!r}, not {wt!r}")
+        seq[pos - 1] = new
+    return "".join(seq)
+
+
+def reference_of(campaign: Campaign) -> str | None:
+    return (campaign.spec.get("oracle") or {}).get("reference")
+
+
+def ttl_of(campaign: Campaign) -> timedelta | None:
+    ttl = (campaign.spec.get("oracle") or {}).get("label_ttl")
+    return parse_ttl(ttl) if ttl else None
+
+
+# --- states --------------------------------------------------------------------------------------
+
+
+def move(candidate: Candidate, to: CandidateStatus, now: datetime) -> None:
+    """Move ``candidate`` to ``to``; 409 when the move is not allowed (a terminal state never changes)."""
+    if to not in CANDIDATE_MOVES.get(candidate.status, frozenset()):
+        raise InvalidState(f"candidate {candidate.id} is {candidate.status}; it cannot become {to}"
+                           + ("" if candidate.status in CANDIDATE_MOVES else " (a final state)"))
+    candidate.status = to
+    candidate.status_changed_at = now
+    if to == CandidateStatus.RELEASED:
+        candidate.released_at = now
+
+
+def pending_count(session: Session, batch: Batch) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Candidate).where(
+            Candidate.batch_id == batch.id, Candidate.status.in_(list(PENDING_CANDIDATE)))
+    ) or 0
+
+
+def settle_batch(session: Session, campaign: Campaign, batch: Batch, now: datetime) -> bool:
+    """Label ``batch`` and move the campaign on when no candidate is pending; True if it did."""
+    session.flush()
+    if batch.status != BatchStatus.AWAITING_LABELS or pending_count(session, batch) > 0:
+        return False
+    batch.status = BatchStatus.LABELLED
+    batch.labelled_at = now
+    session.flush()
+    campaign_service.advance(session, campaign)
+    return True
+
+
+def expire_overdue(session: Session, campaign: Campaign, now: datetime | None = None) -> int:
+    """Expire the pending candidates not measured within the campaign's ``label_ttl`` (counted
+    from their release, else from when they were made); returns how many. The caller holds the
+    campaign lock."""
+    ttl = ttl_of(campaign)
+    if ttl is None or campaign.oracle_kind == OracleKind.EHRLICH:
+        return 0
+    now = now or utcnow()
+    pending = list(session.scalars(
+        select(Candidate).join(Batch, Batch.id == Candidate.batch_id)
+        .where(Candidate.campaign_id == campaign.id, Candidate.status.in_(list(PENDING_CANDIDATE)),
+               Batch.status == BatchStatus.AWAITING_LABELS)
+    ))
+    expired = [c for c in pending if (c.released_at or c.created_at) + ttl <= now]
+    for c in expired:
+        move(c, CandidateStatus.EXPIRED, now)
+    for batch_id in sorted({c.batch_id for c in expired}):
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        settle_batch(session, campaign, batch, now)
+    return len(expired)
+
+
+def release(session: Session, campaign: Campaign, batch: Batch, now: datetime) -> int:
+    """Mark the batch ordered: its ``proposed`` and ``assay_failed`` candidates become ``released``."""
+    if batch.status != BatchStatus.AWAITING_LABELS:
+        raise BatchNotAwaitingLabels(f"batch {batch.id} is {batch.status}, not awaiting labels")
+    cands = list(session.scalars(select(Candidate).where(
+        Candidate.batch_id == batch.id,
+        Candidate.status.in_([CandidateStatus.PROPOSED, CandidateStatus.ASSAY_FAILED]))))
+    for c in cands:
+        move(c, CandidateStatus.RELEASED, now)
+    session.flush()
+    return len(cands)
+
+
+def withdraw(session: Session, campaign: Campaign, candidate: Candidate, now: datetime) -> None:
+    """Take a candidate out of the lab for good; it is never proposed again."""
+    move(candidate, CandidateStatus.WITHDRAWN, now)
+    batch = session.get(Batch, candidate.batch_id)
+    assert batch is not None
+    settle_batch(session, campaign, batch, now)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def get_or_404(session: Session, campaign: Campaign, candidate_id: int) -> Candidate:
+    cand = session.scalar(select(Candidate).where(Candidate.id == candidate_id,
+                                                  Candidate.campaign_id == campaign.id))
+    if cand is None:
+        raise NotFound(f"campaign {campaign.id} has no candidate {candidate_id}")
+    return cand
+
+
+def detail(session: Session, campaign: Campaign, cand: Candidate) -> CandidateDetail:
+    text = session.scalar(select(Sequence.text).where(Sequence.id == cand.sequence_id))
+    batch = session.get(Batch, cand.batch_id)
+    assert batch is not None and text is not None
+    label = session.scalar(select(Measurement).where(Measurement.candidate_id == cand.id)
+                           .order_by(Measurement.id.desc()).limit(1))
+    return CandidateDetail(
+        id=cand.id, candidate_id=cand.id, batch_id=cand.batch_id, sequence=text, status=cand.status,
+        round=batch.round, parent_sequence=cand.parent, seed=cand.trajectory_seed,
+        refinement_step=cand.refinement_step, objective=cand.objective,
+        checkpoint_sha256=cand.checkpoint_sha256, temperature=cand.temperature,
+        log_likelihood=cand.log_likelihood, mutations=cand.mutations,
+        reference_sequence=reference_of(campaign), reference_mutations=cand.reference_mutations,
+        score=label.value if label else None, feasible=label.feasible if label else None,
+        released_at=cand.released_at, status_changed_at=cand.status_changed_at,
+        created_at=cand.created_at,
+    )
+
+
+def _rows(session: Session, batch: Batch) -> list[tuple[Candidate, str]]:
+    return list(session.execute(
+        select(Candidate, Sequence.text).join(Sequence, Sequence.id == Candidate.sequence_id)
+        .where(Candidate.batch_id == batch.id).order_by(Candidate.position)
+    ).tuples().all())
+
+
+def template_csv(session: Session, campaign: Campaign, batch: Batch) -> Iterator[str]:
+    """One row per candidate still in the lab: fill in score (and status) and upload it back."""
+    rows = []
+    for c, text in _rows(session, batch):
+        if c.status not in PENDING_CANDIDATE:
+            continue
+        mutant = c.reference_mutations if reference_of(campaign) else c.mutations
+        rows.append([c.id, text, mutant or "", None, None])
+    return write_rows(TEMPLATE_COLUMNS, rows)
+
+
+def fasta(session: Session, batch: Batch) -> str:
+    """The batch as FASTA, the candidate id as header."""
+    return "".join(f">{c.id}\n{text}\n" for c, text in _rows(session, batch))

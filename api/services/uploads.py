@@ -1,0 +1,393 @@
+"""Uploads in two steps (issue 8): ``preview`` parses and validates the whole file and stores only
+the upload itself (its bytes and a report of every row); ``commit`` validates again against what
+is stored by then and stores every accepted row in the caller's one transaction, or nothing.
+
+Two kinds of file: ``measurements`` (seed or extra data: ``sequence``, ``score``) and ``results``
+(one batch: ``candidate_id`` or ``sequence``, ``score``). Both take an optional ``status`` column
+(``measured``, ``failed_expression``, ``assay_failed``), ``feasible`` and ``mutant`` (ignored: the
+template carries it for people). A file in the authors' JSONL form (one object per line with
+``particle``, a list of state indices, and ``score``) is read as a measurements file.
+
+The file's SHA-256 recognises the same bytes again: one stored copy, whatever route sent it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.config import Settings
+from api.csvio import CsvError, CsvTable, parse_bool, parse_score, raise_if_errors, read_table
+from api.db import utcnow
+from api.errors import BatchNotAwaitingLabels, InvalidState, InvalidUpload, NotFound
+from api.models import (
+    CANDIDATE_MOVES,
+    TERMINAL_CAMPAIGN,
+    Batch,
+    BatchStatus,
+    Campaign,
+    Candidate,
+    CandidateStatus,
+    Measurement,
+    MeasurementSource,
+    OracleKind,
+    Sequence,
+    Upload,
+    UploadStatus,
+)
+from api.services import campaigns as campaign_service
+from api.services import measurements as m
+from llome_core.sequences import Alphabet, SequenceError
+
+MEASUREMENTS = "measurements"
+RESULTS = "results"
+OUTCOMES = (CandidateStatus.MEASURED, CandidateStatus.FAILED_EXPRESSION, CandidateStatus.ASSAY_FAILED)
+MEASUREMENT_COLUMNS = {"sequence", "score", "feasible", "status", "mutant"}
+RESULT_COLUMNS = {"candidate_id", "sequence", "score", "feasible", "status", "mutant"}
+
+
+@dataclass
+class Row:
+    row: int
+    text: str
+    outcome: str  # one of OUTCOMES
+    value: float | None = None
+    feasible: bool = True
+    candidate: Candidate | None = None
+
+
+@dataclass
+class Plan:
+    """What committing the file would do now."""
+
+    rows: int = 0
+    errors: list[CsvError] = field(default_factory=list)
+    fatal: bool = False  # the file as a whole is unreadable: nothing of it can be stored
+    store: list[Row] = field(default_factory=list)  # new measurements (measured, failed_expression)
+    assay_failed: list[Row] = field(default_factory=list)  # outcomes with no label
+    duplicates: int = 0
+
+    def rejected_rows(self) -> list[int]:
+        return sorted({e.row for e in self.errors if e.row is not None and e.row > 1})
+
+    def report(self) -> dict[str, Any]:
+        rejected = len(self.rejected_rows())
+        return {
+            "rows": self.rows,
+            "accepted": 0 if self.fatal else self.rows - rejected,
+            "rejected": self.rows if self.fatal else rejected,
+            "new_measurements": 0 if self.fatal else len(self.store),
+            "duplicates": self.duplicates,
+            "errors": [e.as_dict() for e in self.errors],
+        }
+
+
+def what(kind: str, batch: Batch | None) -> str:
+    return f"results CSV for batch {batch.id}" if kind == RESULTS and batch else "measurements CSV"
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _jsonl_table(data: bytes, alphabet: Alphabet) -> CsvTable | None:
+    """The authors' seed data (``{"particle": [..], "score": x}`` per line) as a measurements
+    table; None when the bytes are not JSONL of that form."""
+    text = data.decode("utf-8-sig", errors="replace").strip()
+    if not text.startswith("{"):
+        return None
+    rows: list[tuple[int, dict[str, str]]] = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            particle = obj["particle"]
+            score = obj.get("score")
+            seq = "".join(alphabet.letters[int(s)] for s in particle)
+            if any(int(s) < 0 for s in particle):
+                raise IndexError
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise_if_errors([CsvError(i, "particle", f"line {i} is not a JSON object with 'particle' "
+                                      f"(state indices below {alphabet.size}) and 'score': {exc!r}")],
+                            "JSONL seed data")
+        if score is None or (isinstance(score, float) and not math.isfinite(score)):
+            cells = {"sequence": seq, "score": "", "feasible": "false"}
+        else:
+            cells = {"sequence": seq, "score": repr(float(score)), "feasible": ""}
+        rows.append((i, cells))
+    return CsvTable(["sequence", "score", "feasible"], rows)
+
+
+def _outcome(cells: dict[str, str], row: int, errors: list[CsvError]) -> tuple[str, float | None, bool] | None:
+    """(status, value, feasible) of a row, or None after recording why it is invalid."""
+    word = cells.get("status", "").strip().lower() or CandidateStatus.MEASURED
+    if word not in OUTCOMES:
+        errors.append(CsvError(row, "status", f"status {cells['status']!r} is not one of "
+                               f"{', '.join(OUTCOMES)} (empty means measured)"))
+        return None
+    if word == CandidateStatus.MEASURED:
+        parsed = m._parse_value(cells, row, errors)
+        return None if parsed is None else (word, parsed[0], parsed[1])
+    if cells.get("score", ""):
+        errors.append(CsvError(row, "score", f"a {word} row has no score: leave the cell empty"))
+        return None
+    return word, None, False
+
+
+def _read(data: bytes, kind: str, campaign: Campaign, batch: Batch | None, settings: Settings,
+          plan: Plan) -> CsvTable | None:
+    allowed = RESULT_COLUMNS if kind == RESULTS else MEASUREMENT_COLUMNS
+    required = [{"candidate_id", "sequence"}, {"score"}] if kind == RESULTS else [{"sequence"}, {"score"}]
+    try:
+        table = None
+        if kind == MEASUREMENTS:
+            table = _jsonl_table(data, Alphabet(campaign.alphabet))
+        if table is None:
+            table = read_table(data, allowed=allowed, required=required,
+                               max_rows=settings.max_upload_rows, what=what(kind, batch))
+        if len(table.rows) > settings.max_upload_rows:
+            raise_if_errors([CsvError(None, None, f"more than {settings.max_upload_rows} rows")], "file")
+        return table
+    except InvalidUpload as exc:
+        plan.fatal = True
+        plan.errors = [CsvError(e.get("row"), e.get("column"), e["reason"]) for e in exc.errors or []]
+        return None
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def validate(session: Session, *, campaign: Campaign, batch: Batch | None, kind: str, data: bytes,
+             settings: Settings) -> Plan:
+    """Every problem of the file against what is stored now; never raises for a bad row."""
+    plan = Plan()
+    table = _read(data, kind, campaign, batch, settings, plan)
+    if table is None:
+        return plan
+    plan.rows = len(table.rows)
+    if kind == RESULTS:
+        assert batch is not None
+        _validate_results(session, campaign, batch, table, plan)
+    else:
+        _validate_measurements(session, campaign, table, plan)
+    plan.errors.sort(key=lambda e: (e.row or 0))
+    return plan
+
+
+def _validate_measurements(session: Session, campaign: Campaign, table: CsvTable, plan: Plan) -> None:
+    alphabet = Alphabet(campaign.alphabet)
+    errors = plan.errors
+    rows: list[Row] = []
+    first_row: dict[str, int] = {}
+    for row_no, cells in table.rows:
+        text = m._sequence_text(cells["sequence"])
+        try:
+            alphabet.encode_one(text, campaign.length)
+        except SequenceError as exc:
+            errors.append(CsvError(row_no, "sequence", f"sequence {text!r}: {exc}"))
+            continue
+        if text in first_row:
+            errors.append(CsvError(row_no, "sequence", f"sequence repeats row {first_row[text]}"))
+            continue
+        first_row[text] = row_no
+        parsed = _outcome(cells, row_no, errors)
+        if parsed is not None:
+            rows.append(Row(row_no, text, *parsed))
+
+    existing = m._existing(session, campaign, [r.text for r in rows])
+    measured = m._measured(session, [s.id for s in existing.values()])
+    pending = m._pending_candidates(session, campaign, [s.id for s in existing.values()])
+    for r in rows:
+        seq = existing.get(r.text)
+        stored = measured.get(seq.id) if seq else None
+        if seq is not None and seq.id in pending:
+            cand = pending[seq.id]
+            errors.append(CsvError(r.row, "sequence", f"sequence {r.text} is candidate "
+                                   f"{cand.id} of batch {cand.batch_id}, which awaits labels: upload "
+                                   f"it to /campaigns/{campaign.id}/batches/{cand.batch_id}/results"))
+        elif r.outcome == CandidateStatus.ASSAY_FAILED:
+            plan.assay_failed.append(r)  # uninformative and not a candidate: nothing to store
+        elif stored is not None:
+            if m._same(stored, r.value, r.feasible):
+                plan.duplicates += 1
+            else:
+                errors.append(CsvError(r.row, "score", f"sequence {r.text} is already stored as "
+                                       f"{m._describe(stored)}; corrections are not supported yet"))
+        else:
+            plan.store.append(r)
+
+
+def _validate_results(session: Session, campaign: Campaign, batch: Batch, table: CsvTable,
+                      plan: Plan) -> None:
+    errors = plan.errors
+    candidates = list(session.scalars(select(Candidate).where(Candidate.batch_id == batch.id)))
+    texts = dict(session.execute(
+        select(Sequence.id, Sequence.text).join(Candidate, Candidate.sequence_id == Sequence.id)
+        .where(Candidate.batch_id == batch.id)
+    ).tuples().all())
+    by_id = {c.id: c for c in candidates}
+    by_text = {texts[c.sequence_id]: c for c in candidates}
+    rows: list[Row] = []
+    first_row: dict[int, int] = {}
+    for row_no, cells in table.rows:
+        cand = m._identify(cells, row_no, batch, by_id, by_text, errors)
+        if cand is None:
+            continue
+        if cand.id in first_row:
+            errors.append(CsvError(row_no, "candidate_id" if "candidate_id" in cells else "sequence",
+                                   f"candidate {cand.id} repeats row {first_row[cand.id]}"))
+            continue
+        first_row[cand.id] = row_no
+        parsed = _outcome(cells, row_no, errors)
+        if parsed is not None:
+            rows.append(Row(row_no, texts[cand.sequence_id], *parsed, candidate=cand))
+
+    measured = m._measured(session, [r.candidate.sequence_id for r in rows if r.candidate])
+    for r in rows:
+        cand = r.candidate
+        assert cand is not None
+        stored = measured.get(cand.sequence_id)
+        if stored is not None and r.outcome != CandidateStatus.ASSAY_FAILED:
+            if m._same(stored, r.value, r.feasible):
+                plan.duplicates += 1
+            else:
+                errors.append(CsvError(r.row, "score", f"candidate {cand.id} already has a result "
+                                       f"({m._describe(stored)}); corrections are not supported yet"))
+            continue
+        if r.outcome == CandidateStatus.ASSAY_FAILED and cand.status == CandidateStatus.ASSAY_FAILED:
+            plan.duplicates += 1
+            continue
+        if r.outcome not in CANDIDATE_MOVES.get(cand.status, frozenset()):
+            errors.append(CsvError(r.row, "status", f"candidate {cand.id} is {cand.status}; it "
+                                   f"cannot become {r.outcome}"))
+            continue
+        (plan.assay_failed if r.outcome == CandidateStatus.ASSAY_FAILED else plan.store).append(r)
+
+
+# --- preview and commit --------------------------------------------------------------------------
+
+
+def _refuse_closed(campaign: Campaign, batch: Batch | None, kind: str) -> None:
+    if kind == RESULTS:
+        assert batch is not None
+        if campaign.oracle_kind == OracleKind.EHRLICH:
+            raise InvalidState(f"campaign {campaign.id} is labelled by its Ehrlich oracle, not by uploads")
+        if batch.status != BatchStatus.AWAITING_LABELS:
+            raise BatchNotAwaitingLabels(
+                f"batch {batch.id} is {batch.status}, not awaiting labels: nothing was stored")
+    if campaign.status in TERMINAL_CAMPAIGN:
+        raise InvalidState(f"campaign {campaign.id} is {campaign.status}: it takes no more data")
+
+
+def previous(session: Session, campaign: Campaign, data: bytes) -> Upload | None:
+    return m._previous(session, campaign, m.sha256_of(data))
+
+
+def preview(session: Session, *, campaign: Campaign, batch: Batch | None, data: bytes,
+            filename: str | None, settings: Settings) -> tuple[Upload, bool]:
+    """Store the file as a previewed upload with its report; (upload, True) when the same bytes
+    were uploaded before (that upload is returned and nothing changes)."""
+    m._check_size(data, settings)
+    if (prev := previous(session, campaign, data)) is not None:
+        return prev, True
+    kind = RESULTS if batch is not None else MEASUREMENTS
+    _refuse_closed(campaign, batch, kind)
+    plan = validate(session, campaign=campaign, batch=batch, kind=kind, data=data, settings=settings)
+    upload = Upload(campaign_id=campaign.id, batch_id=batch.id if batch else None,
+                    sha256=m.sha256_of(data), filename=filename, rows=plan.rows,
+                    new_measurements=plan.report()["new_measurements"], status=UploadStatus.PREVIEWED,
+                    kind=kind, content=data, report=plan.report())
+    session.add(upload)
+    session.flush()
+    return upload, False
+
+
+def commit(session: Session, *, campaign: Campaign, upload: Upload, skip_rejected: bool,
+           settings: Settings, now: datetime | None = None) -> Upload:
+    """Store every accepted row of a previewed upload, or raise (422) and store nothing. A
+    committed upload is returned unchanged. The caller holds the campaign lock."""
+    if upload.status == UploadStatus.COMMITTED:
+        return upload
+    now = now or utcnow()
+    batch = session.get(Batch, upload.batch_id) if upload.batch_id is not None else None
+    _refuse_closed(campaign, batch, upload.kind)
+    assert upload.content is not None
+    plan = validate(session, campaign=campaign, batch=batch, kind=upload.kind, data=upload.content,
+                    settings=settings)
+    label = what(upload.kind, batch)
+    if plan.fatal:
+        raise_if_errors(plan.errors, label)
+    if plan.errors and not skip_rejected:
+        shown = plan.errors[: 100]
+        raise InvalidUpload(
+            f"{label}: {len(plan.rejected_rows())} row(s) rejected; first: row {shown[0].row}: "
+            f"{shown[0].reason}. Nothing was stored: fix the file, or commit with "
+            "?skip_rejected=true to store the accepted rows only.",
+            errors=[e.as_dict() for e in shown],
+        )
+    seqs = m._get_or_create_sequences(session, campaign, [r.text for r in plan.store],
+                                      m._existing(session, campaign, [r.text for r in plan.store]))
+    for r in plan.store:
+        cand = r.candidate
+        session.add(Measurement(
+            campaign_id=campaign.id, sequence_id=seqs[r.text].id,
+            candidate_id=cand.id if cand else None, batch_id=batch.id if batch else None,
+            upload_id=upload.id, row=r.row, value=r.value, feasible=r.feasible,
+            source=MeasurementSource.UPLOAD,
+        ))
+        if cand is not None:
+            cand.status, cand.status_changed_at = r.outcome, now
+    for r in plan.assay_failed:
+        if r.candidate is not None:
+            r.candidate.status, r.candidate.status_changed_at = CandidateStatus.ASSAY_FAILED, now
+    upload.status = UploadStatus.COMMITTED
+    upload.committed_at = now
+    upload.new_measurements = len(plan.store)
+    upload.report = {**plan.report(), "skipped_rows": plan.rejected_rows(),
+                     "skip_rejected": bool(skip_rejected and plan.errors)}
+    session.flush()
+    from api.services import candidates as candidate_service  # noqa: PLC0415 (cycle)
+
+    if batch is not None:
+        candidate_service.settle_batch(session, campaign, batch, now)
+    candidate_service.expire_overdue(session, campaign, now)
+    if batch is None:
+        campaign_service.advance(session, campaign)  # a wet-lab campaign waiting for seed data starts
+    return upload
+
+
+def get_or_404(session: Session, campaign: Campaign, upload_id: int) -> Upload:
+    upload = session.scalar(select(Upload).where(Upload.id == upload_id, Upload.campaign_id == campaign.id))
+    if upload is None:
+        raise NotFound(f"campaign {campaign.id} has no upload {upload_id}")
+    return upload
+
+
+def list_(session: Session, campaign: Campaign, *, cursor: int | None, limit: int) -> tuple[list[Upload], int | None]:
+    """Newest first; the cursor is the last upload id seen."""
+    q = select(Upload).where(Upload.campaign_id == campaign.id).order_by(Upload.id.desc()).limit(limit + 1)
+    if cursor is not None:
+        q = q.where(Upload.id < cursor)
+    rows = list(session.scalars(q))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+def one_step(session: Session, *, campaign: Campaign, batch: Batch | None, data: bytes,
+             filename: str | None, settings: Settings, now: datetime | None = None) -> tuple[Upload, bool, int]:
+    """The one-step routes: preview and commit in one call (nothing stored on any error).
+    Returns (upload, already_uploaded, duplicates)."""
+    upload, already = preview(session, campaign=campaign, batch=batch, data=data, filename=filename,
+                              settings=settings)
+    if already and upload.status == UploadStatus.COMMITTED:
+        return upload, True, 0
+    upload = commit(session, campaign=campaign, upload=upload, skip_rejected=False, settings=settings,
+                    now=now)
+    return upload, False, int((upload.report or {}).get("duplicates", 0))
