@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from api.errors import InvalidUpload
+from api.errors import InvalidUpload, PayloadTooLarge
 
 TRUE_WORDS = {"true", "t", "yes", "y", "1"}
 FALSE_WORDS = {"false", "f", "no", "n", "0"}
@@ -96,7 +96,12 @@ def read_table(
                 continue
             rows.append((row_no, {c: v.strip() for c, v in zip(columns, cells)}))
             if len(rows) > max_rows:
-                raise_if_errors([CsvError(row_no, None, f"more than {max_rows} rows")], what)
+                # 413 at once: a file over the limit is refused whole, without reading the rest.
+                raise PayloadTooLarge(
+                    f"{what}: more than {max_rows} data rows (the limit, LLOME_MAX_UPLOAD_ROWS); "
+                    "split the file. Nothing was stored.",
+                    errors=[CsvError(row_no, None, f"row {row_no} is over the limit of {max_rows} "
+                                     "data rows").as_dict()])
     except csv.Error as exc:
         errors.append(CsvError(row_no + 1, None, f"not valid CSV: {exc}"))
     if not rows and not errors:

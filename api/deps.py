@@ -60,7 +60,8 @@ def get_lab(request: Request, session: SessionDep,
     key = labs_service.key_for(session, credentials.credentials.strip())
     if key is None:
         raise Unauthorized("the API key is unknown or revoked")
-    request.state.api_key_id = key.id  # provenance of what this request writes
+    request.state.api_key_id = key.id
+    session.info[labs_service.PROVENANCE_KEY] = key.id  # stamped on what this request writes
     lab = session.get(Lab, key.lab_id)
     assert lab is not None  # api_key.lab_id is a foreign key
     return lab

@@ -13,8 +13,8 @@ from fastapi import FastAPI, Request
 
 from api.config import Settings, get_settings
 from api.db import make_engine, make_sessionmaker, schema_is_current, upgrade
-from api.errors import install_handlers
-from api.routes import batches, campaigns, candidates, health, measurements, uploads
+from api.errors import install_handlers, problem
+from api.routes import batches, campaigns, candidates, health, history, measurements, uploads
 from api.services.jobs import CeleryPublisher, Publisher, make_celery
 
 log = logging.getLogger("llome.api")
@@ -56,6 +56,18 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
     install_handlers(app)
 
     @app.middleware("http")
+    async def body_limit(request: Request, call_next: Any) -> Any:
+        # Refuse an oversized upload from its Content-Length, before the body is read or spooled.
+        length = request.headers.get("content-length")
+        limit = settings.max_upload_bytes + 64 * 1024  # room for the multipart envelope
+        if length is not None and length.isdigit() and int(length) > limit:
+            return problem(413, "Upload too large",
+                           f"the request body has {length} bytes; uploads are limited to "
+                           f"{settings.max_upload_bytes} bytes (LLOME_MAX_UPLOAD_BYTES)",
+                           request.url.path)
+        return await call_next(request)
+
+    @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Any:
         # Every response names its request (taken from the client's X-Request-ID if given).
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -64,7 +76,7 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
         response.headers["X-Request-ID"] = rid
         return response
 
-    for module in (health, campaigns, measurements, batches, uploads, candidates):
+    for module in (health, campaigns, measurements, batches, uploads, candidates, history):
         app.include_router(module.router)
     from api.ui import install as install_ui
 

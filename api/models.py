@@ -308,14 +308,16 @@ class Measurement(Base):
 
     __tablename__ = "measurement"
     __table_args__ = (
-        # Append-only: a correction is a new row, and the row it corrects names it in
-        # superseded_by_id. At most one current (not superseded) label per sequence and candidate.
+        # Append-only: a correction is a new row naming the row it corrects (supersedes_id, each
+        # row corrected at most once); the corrected row gets superseded_at. At most one current
+        # (not superseded) label per sequence and per candidate.
+        UniqueConstraint("supersedes_id"),
         Index("uq_measurement_current_sequence", "sequence_id", unique=True,
-              postgresql_where=text("superseded_by_id IS NULL"),
-              sqlite_where=text("superseded_by_id IS NULL")),
+              postgresql_where=text("superseded_at IS NULL"),
+              sqlite_where=text("superseded_at IS NULL")),
         Index("uq_measurement_current_candidate", "candidate_id", unique=True,
-              postgresql_where=text("superseded_by_id IS NULL"),
-              sqlite_where=text("superseded_by_id IS NULL")),
+              postgresql_where=text("superseded_at IS NULL"),
+              sqlite_where=text("superseded_at IS NULL")),
         _check_in("source", MeasurementSource),
         CheckConstraint("feasible OR value IS NULL OR value = 0", name="infeasible_scores_nothing"),
         Index(None, "campaign_id", "id"),
@@ -333,9 +335,15 @@ class Measurement(Base):
     source: Mapped[str] = mapped_column(String(16))
     # The round whose optimizer step first saw this label (null: not yet fed to the optimizer).
     observed_round: Mapped[int | None] = mapped_column(Integer)
-    # The correction that replaced this label (null: this is the current label). The one column
-    # of a measurement ever written after its insert, and only once, from null.
-    superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("measurement.id"))
+    # The label this row corrects (null: a first label).
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("measurement.id"))
+    # When a correction replaced this label (null: the current label). The one column of a
+    # measurement ever written after its insert, and only once, from null.
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Provenance besides upload_id/row/created_at: the key that wrote it (null: a worker or the
+    # time before keys), and for a correction the reason given.
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id", ondelete="SET NULL"))
+    note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

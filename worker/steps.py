@@ -137,7 +137,7 @@ def _labels(session: Session, campaign_id: int, *, unobserved_only: bool) -> Lab
     q = (
         select(Measurement.id, Sequence.text, Measurement.value, Measurement.feasible)
         .join(Sequence, Sequence.id == Measurement.sequence_id)
-        .where(Measurement.campaign_id == campaign_id)
+        .where(Measurement.campaign_id == campaign_id, Measurement.superseded_at.is_(None))
         .order_by(Measurement.id)
     )
     if unobserved_only:

@@ -308,7 +308,8 @@ def _has_measurements(session: Session, campaign: Campaign) -> bool:
 def _optimum_found(session: Session, campaign: Campaign) -> bool:
     best = session.scalar(
         select(func.max(Measurement.value)).where(
-            Measurement.campaign_id == campaign.id, Measurement.feasible.is_(True)
+            Measurement.campaign_id == campaign.id, Measurement.feasible.is_(True),
+            Measurement.superseded_at.is_(None),
         )
     )
     return best is not None and best >= 1.0

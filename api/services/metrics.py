@@ -22,7 +22,7 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
             func.avg(score),
             func.max(Measurement.value),
         )
-        .where(Measurement.campaign_id == campaign.id)
+        .where(Measurement.campaign_id == campaign.id, Measurement.superseded_at.is_(None))
         .group_by(Measurement.batch_id)
     )
     by_batch = {b: (n, nf, mean, best) for b, n, nf, mean, best in session.execute(agg).tuples()}

@@ -23,7 +23,7 @@ def page(session: Session, campaign: Campaign, *, cursor: int | None, limit: int
         select(Measurement, Sequence.text, Batch.round)
         .join(Sequence, Sequence.id == Measurement.sequence_id)
         .outerjoin(Batch, Batch.id == Measurement.batch_id)
-        .where(Measurement.campaign_id == campaign.id)
+        .where(Measurement.campaign_id == campaign.id, Measurement.superseded_at.is_(None))
         .order_by(Measurement.id)
         .limit(limit + 1)
     )
@@ -49,7 +49,8 @@ def export_csv(factory: sessionmaker[Session], campaign_id: int) -> Iterator[str
         with factory() as session:
             q = (
                 select(Sequence.id, Sequence.text, Measurement, Candidate.id, Candidate.status, Batch)
-                .outerjoin(Measurement, Measurement.sequence_id == Sequence.id)
+                .outerjoin(Measurement, (Measurement.sequence_id == Sequence.id)
+                           & Measurement.superseded_at.is_(None))
                 .outerjoin(Candidate, Candidate.sequence_id == Sequence.id)
                 .outerjoin(Batch, Batch.id == Candidate.batch_id)
                 .where(Sequence.campaign_id == campaign_id)

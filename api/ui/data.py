@@ -268,7 +268,8 @@ def lineage(session: Session, campaign: Campaign, candidate_id: int) -> Lineage:
 def _measurement(session: Session, campaign: Campaign, text: str) -> Measurement | None:
     return session.scalar(
         select(Measurement).join(Sequence, Sequence.id == Measurement.sequence_id)
-        .where(Measurement.campaign_id == campaign.id, Sequence.text == text)
+        .where(Measurement.campaign_id == campaign.id, Sequence.text == text,
+               Measurement.superseded_at.is_(None))  # the current label, not a corrected one
     )
 
 

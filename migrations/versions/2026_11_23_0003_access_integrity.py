@@ -16,7 +16,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-CURRENT = sa.text("superseded_by_id IS NULL")
+CURRENT = sa.text("superseded_at IS NULL")
 
 
 def upgrade() -> None:
@@ -50,9 +50,15 @@ def upgrade() -> None:
         batch_op.create_foreign_key(op.f('fk_upload_api_key_id_api_key'), 'api_key', ['api_key_id'],
                                     ['id'], ondelete='SET NULL')
     with op.batch_alter_table('measurement') as batch_op:
-        batch_op.add_column(sa.Column('superseded_by_id', sa.Integer(), nullable=True))
-        batch_op.create_foreign_key(op.f('fk_measurement_superseded_by_id_measurement'), 'measurement',
-                                    ['superseded_by_id'], ['id'])
+        batch_op.add_column(sa.Column('supersedes_id', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('superseded_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('api_key_id', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('note', sa.Text(), nullable=True))
+        batch_op.create_foreign_key(op.f('fk_measurement_supersedes_id_measurement'), 'measurement',
+                                    ['supersedes_id'], ['id'])
+        batch_op.create_unique_constraint(op.f('uq_measurement_supersedes_id'), ['supersedes_id'])
+        batch_op.create_foreign_key(op.f('fk_measurement_api_key_id_api_key'), 'api_key', ['api_key_id'],
+                                    ['id'], ondelete='SET NULL')
         batch_op.drop_constraint('uq_measurement_sequence_id', type_='unique')
         batch_op.drop_constraint('uq_measurement_candidate_id', type_='unique')
     # Partial unique indexes: one current label per sequence and per candidate.
@@ -64,12 +70,18 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Corrections cannot fit the old one-label-per-sequence schema: keep the current labels only.
-    op.execute("DELETE FROM measurement WHERE superseded_by_id IS NOT NULL")
+    op.execute("UPDATE measurement SET supersedes_id = NULL")
+    op.execute("DELETE FROM measurement WHERE superseded_at IS NOT NULL")
     op.drop_index('uq_measurement_current_candidate', table_name='measurement')
     op.drop_index('uq_measurement_current_sequence', table_name='measurement')
     with op.batch_alter_table('measurement') as batch_op:
-        batch_op.drop_constraint(op.f('fk_measurement_superseded_by_id_measurement'), type_='foreignkey')
-        batch_op.drop_column('superseded_by_id')
+        batch_op.drop_constraint(op.f('fk_measurement_api_key_id_api_key'), type_='foreignkey')
+        batch_op.drop_constraint(op.f('uq_measurement_supersedes_id'), type_='unique')
+        batch_op.drop_constraint(op.f('fk_measurement_supersedes_id_measurement'), type_='foreignkey')
+        batch_op.drop_column('note')
+        batch_op.drop_column('api_key_id')
+        batch_op.drop_column('superseded_at')
+        batch_op.drop_column('supersedes_id')
         batch_op.create_unique_constraint('uq_measurement_sequence_id', ['sequence_id'])
         batch_op.create_unique_constraint('uq_measurement_candidate_id', ['candidate_id'])
     with op.batch_alter_table('upload') as batch_op:
