@@ -23,23 +23,11 @@ MAX_SESSIONS = 10_000
 
 
 @dataclass
-class OpenLab:
-    """Stands in for a lab while the service has no API keys (before the access issue lands):
-    every campaign is visible and any non-empty key logs in."""
-
-    id: int | None = None
-    name: str = "open access (this server has no API keys)"
-
-
-@dataclass
 class UiSession:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     key: str | None = None
     lab_name: str | None = None
     last_seen: float = field(default_factory=time.monotonic)
-    # Uploads previewed but not yet committed (token -> what to commit), when the service has no
-    # stored previews of its own.
-    pending: dict[str, Any] = field(default_factory=dict)
 
 
 class SessionStore:
@@ -95,21 +83,11 @@ def csrf_ok(s: UiSession | None, token: str | None) -> bool:
 
 
 def authenticate(session: Session, key: str) -> Any | None:
-    """The lab owning ``key``, or None. One call into the access service; while that service does
-    not exist yet the dashboard is open like the API is (any non-empty key)."""
-    key = key.strip()
-    if not key:
-        return None
-    try:
-        from api.services import labs
-    except ImportError:
-        return OpenLab()
-    from api.errors import LlomeError
+    """The lab owning ``key`` (the same check as the API's Bearer auth), or None."""
+    from api.services import labs
 
-    try:
-        return labs.authenticate(session, key)
-    except LlomeError:
-        return None
+    key = key.strip()
+    return labs.authenticate(session, key) if key else None
 
 
 def lab_id(lab: Any) -> int | None:

@@ -1,27 +1,27 @@
-"""What the dashboard pages show, from the same services the REST routes call. Where a newer
-service (uploads preview/commit, lineage, template/FASTA) is not there yet, the fallback here gives
-the same thing from the rows the existing services write."""
+"""What the dashboard pages show, from the same services the REST routes call (campaigns,
+metrics, batches, uploads, candidates); only the page-shaped summaries are made here."""
 
 from __future__ import annotations
 
 import io
-import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from api.config import Settings
-from api.errors import InvalidUpload, LlomeError, NotFound, _field_name
+from api.errors import LlomeError, NotFound, _field_name
 from api.models import Campaign, Candidate, Measurement, Sequence
 from api.schemas.batches import MetricsRead
 from api.schemas.campaigns import CampaignCreate
+from api.db import utcnow
 from api.services import batches as batch_service
 from api.services import campaigns as campaign_service
-from api.services import measurements as measurement_service
+from api.services import candidates as candidate_service
 from api.services import metrics as metrics_service
+from api.services import uploads as upload_service
 
 # --- campaigns of a lab -------------------------------------------------------------------
 
@@ -82,11 +82,12 @@ def fractions_png(m: MetricsRead, title: str) -> bytes:
     ax = fig.add_subplot()
     rounds = [r for r in m.rounds if r.labelled]
     if rounds:
-        xs = [r.round for r in rounds]
-        ax.plot(xs, [100 * (r.feasible_fraction or 0) for r in rounds], marker="o", label="feasible %")
-        ax.plot(xs, [100 * (r.unique_fraction or 0) for r in rounds if True], marker="s",
-                linestyle="--", label="unique %")
-        ax.set_xticks(xs)
+        for attr, label, style in (("feasible_fraction", "feasible %", "-o"),
+                                   ("unique_fraction", "unique %", "--s")):
+            pts = [(r.round, 100 * getattr(r, attr)) for r in rounds if getattr(r, attr) is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, label=label)
+        ax.set_xticks([r.round for r in rounds])
         ax.legend()
     else:
         ax.text(0.5, 0.5, "no labelled data yet", ha="center", va="center", transform=ax.transAxes)
@@ -290,16 +291,12 @@ def _sequence_step(session: Session, campaign: Campaign, text: str) -> Step:
                 feasible=m.feasible if m else None, status="seed data" if m else "unmeasured")
 
 
-def fasta(candidates: list[Any]) -> str:
-    return "".join(f">{c.candidate_id}\n{c.sequence}\n" for c in candidates)
-
-
 # --- uploads: preview, then commit --------------------------------------------------------
 
 
 @dataclass
 class Preview:
-    token: str
+    token: str  # the previewed upload's id ("" when the file was refused outright)
     filename: str
     batch_id: int | None
     rows: int
@@ -310,41 +307,16 @@ class Preview:
     already_uploaded: bool
     errors: list[dict[str, Any]]
     message: str | None = None
+    can_skip: bool = False  # some rows are accepted: they can be stored, the rest recorded
 
 
-def _import(session: Session, campaign: Campaign, batch_id: int | None, data: bytes,
-            filename: str, settings: Settings) -> Any:
-    if batch_id is None:
-        return measurement_service.import_measurements(
-            session, campaign=campaign, data=data, filename=filename, settings=settings)
-    batch = batch_service.get_or_404(session, campaign, batch_id)
-    return measurement_service.import_batch_results(
-        session, campaign=campaign, batch=batch, data=data, filename=filename, settings=settings)
-
-
-def preview_upload(factory: sessionmaker[Session], lab_id: int | None, campaign_id: int,
-                   batch_id: int | None, data: bytes, filename: str, settings: Settings) -> Preview:
-    """Validate the whole file and store nothing: the import runs in a transaction that is
-    always rolled back (tasks it would queue are dropped with it)."""
-    token = secrets.token_urlsafe(16)
-    with factory() as session:
-        try:
-            campaign = campaign_of(session, lab_id, campaign_id, lock=True)
-            report = _import(session, campaign, batch_id, data, filename, settings)
-        except InvalidUpload as exc:
-            errs = exc.errors or []
-            bad_rows = {e.get("row") for e in errs if e.get("row") is not None}
-            rows = exc.extra.get("rows") if isinstance(exc.extra.get("rows"), int) else None
-            total = rows if rows is not None else _data_rows(data)
-            return Preview(token, filename, batch_id, total, max(0, total - len(bad_rows)),
-                           len(bad_rows), 0, 0, False, errs, exc.message)
-        except LlomeError as exc:
-            return Preview(token, filename, batch_id, _data_rows(data), 0, _data_rows(data), 0, 0,
-                           False, [{"row": None, "column": None, "reason": exc.message}], exc.message)
-        finally:
-            session.rollback()
-    return Preview(token, filename, batch_id, report.rows, report.rows, 0,
-                   report.new_measurements, report.duplicates, report.already_uploaded, [])
+def _refused(filename: str, batch_id: int | None, data: bytes, exc: LlomeError) -> Preview:
+    errs = exc.errors or [{"row": None, "column": None, "reason": exc.message}]
+    bad_rows = {e.get("row") for e in errs if e.get("row") is not None}
+    total = _data_rows(data)
+    rejected = total if not bad_rows else len(bad_rows)
+    return Preview("", filename, batch_id, total, max(0, total - rejected), rejected, 0, 0, False,
+                   errs, exc.message)
 
 
 def _data_rows(data: bytes) -> int:
@@ -352,8 +324,60 @@ def _data_rows(data: bytes) -> int:
     return max(0, len(lines) - 1)
 
 
-def commit_upload(session: Session, lab_id: int | None, campaign_id: int, batch_id: int | None,
-                  data: bytes, filename: str, settings: Settings) -> Any:
-    """Store the previewed file: all rows or none, in the caller's transaction."""
+def preview_upload(session: Session, lab_id: int | None, campaign_id: int, batch_id: int | None,
+                   data: bytes, filename: str, settings: Settings) -> Preview:
+    """Validate the whole file (``POST /campaigns/{id}/uploads``): no measurement is stored, only
+    the previewed upload with its report."""
+    try:
+        campaign = campaign_of(session, lab_id, campaign_id, lock=True)
+        batch = batch_service.get_or_404(session, campaign, batch_id) if batch_id is not None else None
+        upload, already = upload_service.preview(session, campaign=campaign, batch=batch, data=data,
+                                                 filename=filename, settings=settings)
+    except LlomeError as exc:  # refused as a whole (size, closed batch, unreadable file)
+        session.rollback()
+        return _refused(filename, batch_id, data, exc)
+    r = dict(upload.report or {})
+    committed = str(upload.status) == "committed"
+    accepted = int(r.get("accepted", 0))
+    return Preview(str(upload.id), filename, batch_id, int(r.get("rows", upload.rows or 0)), accepted,
+                   int(r.get("rejected", 0)), 0 if committed else int(r.get("new_measurements", 0)),
+                   int(r.get("duplicates", 0)), already and committed, list(r.get("errors") or []),
+                   can_skip=not committed and accepted > 0)
+
+
+@dataclass
+class Committed:
+    new_measurements: int
+    already_committed: bool
+
+
+def commit_upload(session: Session, lab_id: int | None, campaign_id: int, upload_id: int,
+                  settings: Settings, skip_rejected: bool = False) -> Committed:
+    """Store a previewed upload's accepted rows (``POST .../uploads/{id}/commit``), all or none."""
     campaign = campaign_of(session, lab_id, campaign_id, lock=True)
-    return _import(session, campaign, batch_id, data, filename, settings)
+    upload = upload_service.get_or_404(session, campaign, upload_id)
+    before = str(upload.status) == "committed"
+    upload = upload_service.commit(session, campaign=campaign, upload=upload,
+                                   skip_rejected=skip_rejected, settings=settings)
+    return Committed(0 if before else int(upload.new_measurements or 0), before)
+
+
+# --- one candidate, batch files, release --------------------------------------------------
+
+
+def candidate_detail(session: Session, campaign: Campaign, candidate_id: int) -> Any:
+    """``GET /campaigns/{id}/candidates/{cid}``: lineage stored when the candidate was made."""
+    return candidate_service.detail(session, campaign,
+                                    candidate_service.get_or_404(session, campaign, candidate_id))
+
+
+def template_csv(session: Session, campaign: Campaign, batch: Any) -> str:
+    return "".join(candidate_service.template_csv(session, campaign, batch))
+
+
+def batch_fasta(session: Session, batch: Any) -> str:
+    return candidate_service.fasta(session, batch)
+
+
+def release(session: Session, campaign: Campaign, batch: Any) -> int:
+    return candidate_service.release(session, campaign, batch, utcnow())

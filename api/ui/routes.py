@@ -221,7 +221,7 @@ def _campaign_page(ctx: Ctx, campaign_id: int, preview: data.Preview | None = No
     return ctx.render("campaign.html", status_code=status_code, c=s.read, s=s, metrics=m,
                       batch=batch, mutations=parents, plot_v=data.plot_version(m), preview=preview,
                       msg=_flash(ctx.request), terminal=TERMINAL_CAMPAIGN,
-                      can_release=_has_release())
+                      can_release=True)
 
 
 @router.get("/campaigns/{campaign_id}/status.json")
@@ -293,13 +293,10 @@ def batch_csv(request: Request, campaign_id: int, batch_id: int) -> Response:
 
 @router.get("/campaigns/{campaign_id}/batches/{batch_id}/template.csv")
 def batch_template(request: Request, campaign_id: int, batch_id: int) -> Response:
-    """The lab's worksheet: fill in score (and feasible) and upload it back unchanged in shape."""
+    """The lab's worksheet: fill in score (and status) and upload it back unchanged in shape."""
     with Ctx(request) as ctx:
         campaign, batch = _batch(ctx, campaign_id, batch_id)
-        body = _service_template(ctx.db, campaign, batch)
-        if body is None:
-            rows = [[c.candidate_id, c.sequence, "", ""] for c in batch_service.candidates(ctx.db, batch)]
-            body = "".join(write_rows(batch_service.CSV_COLUMNS, rows))
+        body = data.template_csv(ctx.db, campaign, batch)
     return _attachment(body, "text/csv; charset=utf-8",
                        f"campaign-{campaign.id}-batch-{batch.id}-template.csv")
 
@@ -308,36 +305,23 @@ def batch_template(request: Request, campaign_id: int, batch_id: int) -> Respons
 def batch_fasta(request: Request, campaign_id: int, batch_id: int) -> Response:
     with Ctx(request) as ctx:
         campaign, batch = _batch(ctx, campaign_id, batch_id)
-        body = data.fasta(batch_service.candidates(ctx.db, batch))
+        body = data.batch_fasta(ctx.db, batch)
     return _attachment(body, "text/plain; charset=utf-8", f"campaign-{campaign.id}-batch-{batch.id}.fasta")
-
-
-def _service_template(db: Session, campaign: Any, batch: Any) -> str | None:
-    # The lab-workflow issue's template (mutant and status columns) once its service is there.
-    fn = getattr(batch_service, "template_csv", None)
-    if fn is None:
-        return None
-    out = fn(db, campaign, batch)
-    return out if isinstance(out, str) else "".join(out)
-
-
-def _has_release() -> bool:
-    return hasattr(batch_service, "release")
 
 
 @router.post("/campaigns/{campaign_id}/batches/{batch_id}/release")
 def release(request: Request, campaign_id: int, batch_id: int, csrf: str = Form("")) -> Response:
+    """Mark the batch ordered: its candidates are now in the lab (released)."""
     with Ctx(request) as ctx:
         ctx.check_csrf(csrf)
-        campaign, batch = _batch(ctx, campaign_id, batch_id)
-        if not _has_release():
-            msg = "releasing a batch needs the lab-workflow service, which this server does not have"
-        else:
-            try:
-                batch_service.release(ctx.db, campaign, batch)  # type: ignore[attr-defined]
-                msg = f"batch {batch_id} released to the lab"
-            except LlomeError as exc:
-                msg = exc.message
+        campaign = data.campaign_of(ctx.db, ctx.lab_id, campaign_id, lock=True)
+        batch = batch_service.get_or_404(ctx.db, campaign, batch_id)
+        try:
+            n = data.release(ctx.db, campaign, batch)
+            msg = f"batch {batch_id} released to the lab ({n} candidate(s))"
+        except LlomeError as exc:
+            ctx.db.rollback()
+            msg = exc.message
     return RedirectResponse(f"/ui/campaigns/{campaign_id}?msg={quote(msg)}", status_code=303)
 
 
@@ -347,43 +331,31 @@ def release(request: Request, campaign_id: int, batch_id: int, csrf: str = Form(
 @router.post("/campaigns/{campaign_id}/uploads", response_class=HTMLResponse)
 def upload_preview(request: Request, campaign_id: int, csrf: str = Form(""),
                    target: str = Form("measurements"), file: UploadFile = File(...)) -> HTMLResponse:
-    """Validate the file and show what committing it would store; nothing is stored yet."""
+    """Validate the file and show what committing it would store; no measurement is stored yet."""
     with Ctx(request) as ctx:
         ctx.check_csrf(csrf)
         settings = request.app.state.settings
         raw = file.file.read(settings.max_upload_bytes + 1)
         batch_id = int(target) if target.isdigit() else None
-        # End this request's transaction first: the preview runs in one of its own (SQLite
-        # allows one writer at a time, and the preview writes before it rolls back).
-        ctx.db.commit()
-        preview = data.preview_upload(request.app.state.session_factory, ctx.lab_id, campaign_id,
-                                      batch_id, raw, file.filename or "upload.csv", settings)
-        assert ctx.ui is not None
-        if len(ctx.ui.pending) > 20:  # a handful of previews per session is plenty
-            ctx.ui.pending.pop(next(iter(ctx.ui.pending)))
-        ctx.ui.pending[preview.token] = (campaign_id, batch_id, raw, preview.filename)
+        preview = data.preview_upload(ctx.db, ctx.lab_id, campaign_id, batch_id, raw,
+                                      file.filename or "upload.csv", settings)
+        ctx.db.commit()  # the previewed upload is kept: the commit button names it
         return _campaign_page(ctx, campaign_id, preview=preview)
 
 
-@router.post("/campaigns/{campaign_id}/uploads/{token}/commit")
-def upload_commit(request: Request, campaign_id: int, token: str, csrf: str = Form("")) -> Response:
+@router.post("/campaigns/{campaign_id}/uploads/{upload_id}/commit")
+def upload_commit(request: Request, campaign_id: int, upload_id: int, csrf: str = Form(""),
+                  skip_rejected: str = Form("")) -> Response:
     with Ctx(request) as ctx:
         ctx.check_csrf(csrf)
-        assert ctx.ui is not None
-        pending = ctx.ui.pending.get(token)
-        if pending is None or pending[0] != campaign_id:
-            msg = "that preview is no longer available: upload the file again"
-        else:
-            _, batch_id, raw, filename = pending
-            try:
-                report = data.commit_upload(ctx.db, ctx.lab_id, campaign_id, batch_id, raw, filename,
-                                            request.app.state.settings)
-                ctx.ui.pending.pop(token, None)
-                msg = ("this file was uploaded before: nothing new stored" if report.already_uploaded
-                       else f"stored {report.new_measurements} new measurement(s) from {filename}")
-            except LlomeError as exc:
-                ctx.db.rollback()
-                msg = f"nothing stored: {exc.message}"
+        try:
+            done = data.commit_upload(ctx.db, ctx.lab_id, campaign_id, upload_id,
+                                      request.app.state.settings, skip_rejected=skip_rejected == "true")
+            msg = ("this file was committed before: nothing new stored" if done.already_committed
+                   else f"stored {done.new_measurements} new measurement(s)")
+        except LlomeError as exc:
+            ctx.db.rollback()
+            msg = f"nothing stored: {exc.message}"
     return RedirectResponse(f"/ui/campaigns/{campaign_id}?msg={quote(msg)}", status_code=303)
 
 
@@ -395,4 +367,6 @@ def candidate_page(request: Request, campaign_id: int, candidate_id: int) -> HTM
     with Ctx(request) as ctx:
         campaign = data.campaign_of(ctx.db, ctx.lab_id, campaign_id)
         lin = data.lineage(ctx.db, campaign, candidate_id)
-        return ctx.render("candidate.html", campaign=campaign, lin=lin, candidate_id=candidate_id)
+        detail = data.candidate_detail(ctx.db, campaign, candidate_id)
+        return ctx.render("candidate.html", campaign=campaign, lin=lin, detail=detail,
+                          candidate_id=candidate_id)

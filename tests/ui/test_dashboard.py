@@ -13,14 +13,23 @@ import io
 import json
 import os
 import re
+import subprocess
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import TINY_EHRLICH_CAMPAIGN, TINY_LLOME, Procs, clean_env, free_port
+from tests.integration.conftest import (
+    LLOME,
+    TINY_EHRLICH_CAMPAIGN,
+    TINY_LLOME,
+    Procs,
+    clean_env,
+    free_port,
+)
 from tests.integration.test_e2e import LAB_ALPHABET, LAB_LENGTH, Lab
 
 CHROMIUM = "/usr/bin/chromium"
@@ -47,9 +56,14 @@ class Server:
 
     @property
     def key(self) -> str:
-        """The embedded default's first API key (any key while the service has no keys)."""
-        path = self.cwd / ".llome" / "api-key"
-        return path.read_text().strip() if path.exists() else "open-access"
+        """The embedded default's first API key, written where it was started."""
+        return (self.cwd / ".llome" / "api-key").read_text().strip()
+
+    def new_key(self, lab: str) -> str:
+        """``llome keys create --lab LAB`` on the server's database; the key is the last line."""
+        out = subprocess.run([LLOME, "keys", "create", "--lab", lab], cwd=self.cwd, env=self.procs.env,
+                             capture_output=True, text=True, timeout=60, check=True)
+        return out.stdout.strip().splitlines()[-1]
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=30,
@@ -134,11 +148,30 @@ def test_pages_need_a_login_and_the_cookie_is_httponly_and_samesite_strict(serve
         assert "httponly" in cookie and "samesite=strict" in cookie
         token = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
         wrong = c.post("/ui/login", data={"api_key": "not-a-key", "csrf": token})
-        if (server.cwd / ".llome" / "api-key").exists():  # with API keys, a wrong one is refused
-            assert wrong.status_code == 401 and "not valid" in wrong.text
+        assert wrong.status_code == 401 and "not valid" in wrong.text
         ok = c.post("/ui/login", data={"api_key": server.key, "csrf": token})
         assert ok.status_code == 303 and ok.headers["location"] == "/ui"
         assert c.get("/ui").status_code == 200
+
+
+def session_client(server: Server, key: str) -> httpx.Client:
+    c = httpx.Client(base_url=server.base, timeout=30)
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/ui/login").text).group(1)
+    assert c.post("/ui/login", data={"api_key": key, "csrf": token}).status_code == 303
+    return c
+
+
+def test_another_labs_campaign_does_not_exist_on_the_dashboard(server: Server) -> None:
+    with server.api() as api:
+        r = api.post("/campaigns", json={"name": "ours", "oracle": {"kind": "wetlab", "alphabet": "ACGT", "length": 8}})
+        assert r.status_code == 201, r.text
+        cid = r.json()["id"]
+    with closing(session_client(server, server.new_key("other lab"))) as other:
+        assert other.get(f"/ui/campaigns/{cid}").status_code == 404
+        assert other.get(f"/ui/campaigns/{cid}/plot.png").status_code == 404
+        assert f'data-campaign="{cid}"' not in other.get("/ui").text
+    with closing(session_client(server, server.key)) as ours:
+        assert ours.get(f"/ui/campaigns/{cid}").status_code == 200
 
 
 def test_a_form_post_without_the_sessions_csrf_token_changes_nothing(server: Server) -> None:
@@ -196,6 +229,7 @@ def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server
     bad_row = len(bad.decode().splitlines())
     expect(page.locator("#row-errors")).to_contain_text(str(bad_row))
     expect(page.locator("#commit")).to_have_count(0)
+    expect(page.locator("#commit-skip")).to_contain_text("40 accepted")  # or keep the good rows
     with server.api() as api:
         assert api.get(f"/campaigns/{cid}/sequences").json()["items"] == []
 
