@@ -156,6 +156,16 @@ def _known_texts(session: Session, campaign_id: int) -> list[str]:
     return list(session.scalars(select(Sequence.text).where(Sequence.campaign_id == campaign_id)))
 
 
+def _dropped_texts(session: Session, campaign_id: int) -> list[str]:
+    """Sequences of candidates withdrawn or expired in the lab (never proposed again)."""
+    return list(session.scalars(
+        select(Sequence.text).join(Candidate, Candidate.sequence_id == Sequence.id)
+        .where(Candidate.campaign_id == campaign_id,
+               Candidate.status.in_([CandidateStatus.WITHDRAWN, CandidateStatus.EXPIRED]))
+        .order_by(Candidate.id)
+    ))
+
+
 def _upsert_round(session: Session, campaign_id: int, number: int, **values: Any) -> Round:
     rnd = session.scalar(select(Round).where(Round.campaign_id == campaign_id, Round.number == number))
     if rnd is None:
@@ -326,6 +336,7 @@ def _generate_ga(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Sessio
     new = _labels(session, view.id, unobserved_only=True)
     everything = _labels(session, view.id, unobserved_only=False) if prev is None else None
     known = _known_texts(session, view.id)
+    dropped = _dropped_texts(session, view.id)
 
     def compute(reporter: DbReporter) -> Writer:
         if prev is None:
@@ -343,6 +354,11 @@ def _generate_ga(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Sessio
             opt = GeneticOptimizer.from_state_dict(prev)
         if new.ids:
             opt.observe(new.labelled(view))
+        if dropped:
+            # Withdrawn and expired candidates get no label; the GA waits for a label of every
+            # particle, so it is told they failed (after the real labels: the first label wins).
+            opt.observe(Labelled(view.encode(dropped), torch.zeros(len(dropped), dtype=torch.float64),
+                                 torch.zeros(len(dropped), dtype=torch.bool)))
         proposal = opt.propose(reporter)
         known_set = set(known)
         fresh = [cand for cand in proposal.candidates if view.decode(cand.sequence) not in known_set]

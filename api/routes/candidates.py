@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from api.clock import NowDep
@@ -69,3 +70,17 @@ def batch_fasta(campaign: CampaignDep, batch_id: int, session: SessionDep) -> Pl
         service.fasta(session, batch), media_type="text/x-fasta",
         headers={"Content-Disposition": f'attachment; filename="campaign-{campaign.id}-batch-{batch.id}.fasta"'},
     )
+
+
+class ExpireRead(BaseModel):
+    expired: int = Field(description="candidates that expired now")
+    campaign_status: str
+
+
+@router.post("/{campaign_id}/expire", response_model=ExpireRead)
+def expire_candidates(campaign: LockedCampaignDep, session: SessionDep, now: NowDep) -> ExpireRead:
+    """Apply the campaign's ``label_ttl`` now (the worker's recovery sweep also does, every
+    ``recovery_interval_s``): candidates still in the lab past it become expired, and a batch
+    with nothing left pending moves the loop on."""
+    n = service.expire_overdue(session, campaign, now)
+    return ExpireRead(expired=n, campaign_status=campaign.status)
