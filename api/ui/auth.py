@@ -90,5 +90,12 @@ def authenticate(session: Session, key: str) -> Any | None:
     return labs.authenticate(session, key) if key else None
 
 
+def key_id(session: Session, key: str) -> int | None:
+    from api.services import labs
+
+    row = labs.key_for(session, key.strip())
+    return None if row is None else row.id
+
+
 def lab_id(lab: Any) -> int | None:
     return getattr(lab, "id", None)

@@ -325,7 +325,7 @@ def _data_rows(data: bytes) -> int:
 
 
 def preview_upload(session: Session, lab_id: int | None, campaign_id: int, batch_id: int | None,
-                   data: bytes, filename: str, settings: Settings) -> Preview:
+                   data: bytes, filename: str, settings: Settings, key_id: int | None = None) -> Preview:
     """Validate the whole file (``POST /campaigns/{id}/uploads``): no measurement is stored, only
     the previewed upload with its report."""
     try:
@@ -336,6 +336,8 @@ def preview_upload(session: Session, lab_id: int | None, campaign_id: int, batch
     except LlomeError as exc:  # refused as a whole (size, closed batch, unreadable file)
         session.rollback()
         return _refused(filename, batch_id, data, exc)
+    if key_id is not None and getattr(upload, "api_key_id", 1) is None:
+        upload.api_key_id = key_id  # provenance: who uploaded it, as the API records it
     r = dict(upload.report or {})
     committed = str(upload.status) == "committed"
     accepted = int(r.get("accepted", 0))
@@ -381,3 +383,20 @@ def batch_fasta(session: Session, batch: Any) -> str:
 
 def release(session: Session, campaign: Campaign, batch: Any) -> int:
     return candidate_service.release(session, campaign, batch, utcnow())
+
+
+def withdraw(session: Session, campaign: Campaign, candidate_id: int) -> None:
+    candidate_service.withdraw(session, campaign,
+                               candidate_service.get_or_404(session, campaign, candidate_id), utcnow())
+
+
+def can_withdraw(status: str) -> bool:
+    from api.models import CANDIDATE_MOVES, CandidateStatus
+
+    return CandidateStatus.WITHDRAWN in CANDIDATE_MOVES.get(status, frozenset())
+
+
+def recent_uploads(session: Session, campaign: Campaign, limit: int = 10) -> list[Any]:
+    """``GET /campaigns/{id}/uploads``: who, when, file hash and outcome, newest first."""
+    rows, _ = upload_service.list_(session, campaign, cursor=None, limit=limit)
+    return rows

@@ -221,7 +221,7 @@ def _campaign_page(ctx: Ctx, campaign_id: int, preview: data.Preview | None = No
     return ctx.render("campaign.html", status_code=status_code, c=s.read, s=s, metrics=m,
                       batch=batch, mutations=parents, plot_v=data.plot_version(m), preview=preview,
                       msg=_flash(ctx.request), terminal=TERMINAL_CAMPAIGN,
-                      can_release=True)
+                      uploads=data.recent_uploads(ctx.db, campaign))
 
 
 @router.get("/campaigns/{campaign_id}/status.json")
@@ -337,8 +337,10 @@ def upload_preview(request: Request, campaign_id: int, csrf: str = Form(""),
         settings = request.app.state.settings
         raw = file.file.read(settings.max_upload_bytes + 1)
         batch_id = int(target) if target.isdigit() else None
+        assert ctx.ui is not None and ctx.ui.key is not None
         preview = data.preview_upload(ctx.db, ctx.lab_id, campaign_id, batch_id, raw,
-                                      file.filename or "upload.csv", settings)
+                                      file.filename or "upload.csv", settings,
+                                      key_id=auth.key_id(ctx.db, ctx.ui.key))
         ctx.db.commit()  # the previewed upload is kept: the commit button names it
         return _campaign_page(ctx, campaign_id, preview=preview)
 
@@ -369,4 +371,21 @@ def candidate_page(request: Request, campaign_id: int, candidate_id: int) -> HTM
         lin = data.lineage(ctx.db, campaign, candidate_id)
         detail = data.candidate_detail(ctx.db, campaign, candidate_id)
         return ctx.render("candidate.html", campaign=campaign, lin=lin, detail=detail,
-                          candidate_id=candidate_id)
+                          candidate_id=candidate_id, msg=_flash(request),
+                          can_withdraw=data.can_withdraw(detail.status))
+
+
+@router.post("/campaigns/{campaign_id}/candidates/{candidate_id}/withdraw")
+def withdraw(request: Request, campaign_id: int, candidate_id: int, csrf: str = Form("")) -> Response:
+    """Take the candidate out of the lab for good: it is never proposed again."""
+    with Ctx(request) as ctx:
+        ctx.check_csrf(csrf)
+        campaign = data.campaign_of(ctx.db, ctx.lab_id, campaign_id, lock=True)
+        try:
+            data.withdraw(ctx.db, campaign, candidate_id)
+            msg = f"candidate {candidate_id} withdrawn"
+        except LlomeError as exc:
+            ctx.db.rollback()
+            msg = exc.message
+    return RedirectResponse(f"/ui/campaigns/{campaign_id}/candidates/{candidate_id}?msg={quote(msg)}",
+                            status_code=303)

@@ -248,18 +248,35 @@ def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server
     expect(page.locator("#status")).to_contain_text("awaiting lab results")
     assert page.locator("#candidates tbody tr").count() == 8
     shoot(page, "campaign-batch.png")
+    with page.expect_download() as dl:
+        page.locator("#dl-fasta").click()
+    fasta = Path(dl.value.path()).read_text().splitlines()
+    assert len(fasta) == 16 and all(line.startswith(">") for line in fasta[::2])
+
+    # The batch goes to the lab; one candidate is withdrawn (it will not be synthesised).
+    page.get_by_role("button", name="Mark released to the lab").click()
+    expect(page.locator(".flash")).to_contain_text("released to the lab (8 candidate(s))")
+    expect(page.locator("#candidates tbody")).to_contain_text("released")
+    page.locator("#candidates tbody tr").last.locator("a").click()
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Withdraw from the lab").click()
+    expect(page.locator(".flash")).to_contain_text("withdrawn")
+    page.get_by_role("link", name=re.compile("campaign dashboard round trip")).click()
+    expect(page.locator("#candidates tbody tr").last).to_contain_text("withdrawn")
 
     with page.expect_download() as dl:
         page.locator("#dl-template").click()
     template = Path(dl.value.path()).read_text()
     header = template.splitlines()[0].split(",")
     assert header[:2] == ["candidate_id", "sequence"] and "score" in header
+    assert len(template.splitlines()) == 1 + 7  # the withdrawn candidate is not on the worksheet
     results = fill_template(template, lab)
 
     upload(page, "results.csv", results)
-    expect(page.locator("#pv-new")).to_have_text("8")
-    page.get_by_role("button", name=re.compile("Commit 8")).click()
-    expect(page.locator(".flash")).to_contain_text("stored 8 new measurement")
+    expect(page.locator("#pv-new")).to_have_text("7")
+    page.get_by_role("button", name=re.compile("Commit 7")).click()
+    expect(page.locator(".flash")).to_contain_text("stored 7 new measurement")
+    expect(page.locator("#upload-log tbody tr")).to_have_count(3)  # bad seed, seed, results
     expect(page.locator("#status")).to_contain_text("completed", timeout=ROUND_TIMEOUT_MS)
 
     # The plot now has round 1 in it: a new image URL that loads.
@@ -289,3 +306,24 @@ def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server
     expect(row).to_contain_text("completed")
     expect(row).to_contain_text("1 / 1")
     shoot(page, "campaigns.png")
+
+
+def test_pause_resume_and_cancel_buttons_move_the_campaign(page: Page, server: Server) -> None:
+    with server.api() as api:
+        r = api.post("/campaigns", json={"name": "buttons", "oracle": {"kind": "wetlab", "alphabet": "ACGT", "length": 8}})
+        cid = r.json()["id"]
+    log_in(page, server, f"/ui/campaigns/{cid}")
+    status = page.locator("#status")
+    page.get_by_role("button", name="Pause").click()
+    expect(status).to_contain_text("paused")
+    page.get_by_role("button", name="Resume").click()
+    expect(status).to_contain_text("waiting for data")
+    page.once("dialog", lambda d: d.dismiss())  # the confirmation guards a final step
+    page.get_by_role("button", name="Cancel campaign").click()
+    expect(status).to_contain_text("waiting for data")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Cancel campaign").click()
+    expect(status).to_contain_text("cancelled")
+    expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+    with server.api() as api:
+        assert api.get(f"/campaigns/{cid}").json()["status"] == "cancelled"
