@@ -1,8 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium`` driven by Playwright) against
 ``llome serve`` on the embedded default, started as a subprocess in a temporary directory.
 
-Skipped with the reason when /usr/bin/chromium or the playwright package is missing (``.ci/run``
-installs Chromium). ``LLOME_UI_SCREENSHOTS=DIR`` saves a screenshot of each page into DIR (the
+The browser tests skip with the reason when /usr/bin/chromium or the playwright package is
+missing (``.ci/run`` installs Chromium); the HTTP-level tests (login, cookie, CSRF, labs) run anyway. ``LLOME_UI_SCREENSHOTS=DIR`` saves a screenshot of each page into DIR (the
 README's pictures come from ``LLOME_UI_SCREENSHOTS=docs/screenshots``).
 """
 
@@ -42,12 +42,13 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None  # type: ignore[assignment]
 
-pytestmark = [
-    pytest.mark.skipif(sync_playwright is None, reason="the playwright package is not installed "
-                       "(pip install playwright; never `playwright install`)"),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing "
-                       "(apt-get install -y chromium; .ci/run does it)"),
-]
+
+def browser_missing() -> str | None:
+    if sync_playwright is None:
+        return "the playwright package is not installed (pip install playwright; never `playwright install`)"
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run does it)"
+    return None
 
 
 class Server:
@@ -84,6 +85,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium; the tests that drive it skip with the reason when it or Playwright is missing
+    (the HTTP-level tests of the same pages still run)."""
+    if (reason := browser_missing()) is not None:
+        pytest.skip(reason)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -97,6 +102,10 @@ def page(browser: Any, server: Server) -> Iterator[Page]:
     ctx = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     pg = ctx.new_page()
     pg.set_default_timeout(20_000)
+    # Nothing may come from anywhere but our server (no CDN, no fonts, no analytics).
+    outside: list[str] = []
+    pg.on("request", lambda r: None if r.url.startswith((server.base, "data:", "blob:")) else outside.append(r.url))
+    pg.outside_requests = outside  # type: ignore[attr-defined]
     try:
         yield pg
     finally:
@@ -306,6 +315,7 @@ def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server
     expect(row).to_contain_text("completed")
     expect(row).to_contain_text("1 / 1")
     shoot(page, "campaigns.png")
+    assert page.outside_requests == []  # type: ignore[attr-defined]
 
 
 def test_pause_resume_and_cancel_buttons_move_the_campaign(page: Page, server: Server) -> None:
