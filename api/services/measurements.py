@@ -1,49 +1,32 @@
-"""Measurement uploads: seed or extra data (``import_measurements``) and a batch's results
-(``import_batch_results``). Every row is validated first; then everything is inserted in the
-caller's one transaction, or nothing is. The file's SHA-256 makes a second upload a no-op.
+"""Measurement uploads in one step: seed or extra data (``import_measurements``) and a batch's
+results (``import_batch_results``), each a preview plus commit of ``api.services.uploads`` (all
+rows or none), and the row checks both use. The file's SHA-256 makes a second upload a no-op.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.config import Settings
-from api.csvio import CsvError, parse_bool, parse_score, raise_if_errors, read_table
-from api.db import utcnow
-from api.errors import BatchNotAwaitingLabels, InvalidState, PayloadTooLarge
+from api.csvio import CsvError, parse_bool, parse_score
+from api.errors import PayloadTooLarge
 from api.models import (
     PENDING_CANDIDATE,
-    TERMINAL_CAMPAIGN,
     Batch,
     BatchStatus,
     Campaign,
     Candidate,
-    CandidateStatus,
     Measurement,
-    MeasurementSource,
-    OracleKind,
     Sequence,
     Upload,
 )
 from api.schemas.measurements import UploadReport
-from api.services import campaigns as campaign_service
-from llome_core.sequences import Alphabet, SequenceError
 
 CHUNK = 5000  # ids per IN (...) list: under every backend's bound-parameter limit
-
-
-@dataclass
-class _Row:
-    row: int
-    text: str
-    value: float | None
-    feasible: bool
-    candidate: Candidate | None = None
 
 
 def sha256_of(data: bytes) -> str:
