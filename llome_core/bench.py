@@ -302,6 +302,8 @@ def llome_main(argv: list[str] | None = None) -> int:
                         help="default: per objective, for the model kind (llome_core.training)")
     parser.add_argument("--first-round-epochs", type=int, default=None)
     parser.add_argument("--replay-fraction", type=float, default=t.replay_fraction)
+    parser.add_argument("--max-examples", type=int, default=t.max_examples,
+                        help="at most this many training pairs/triples per round (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.threads:
@@ -341,7 +343,8 @@ def llome_main(argv: list[str] | None = None) -> int:
                                   num_layers=args.num_layers, text_format=args.format),
                 train=TrainConfig(learning_rate=args.learning_rate,
                                   first_round_epochs=args.first_round_epochs,
-                                  replay_fraction=args.replay_fraction),
+                                  replay_fraction=args.replay_fraction,
+                                  max_examples=args.max_examples),
                 generate=GenerateConfig(num_seeds=args.num_seeds, num_steps=args.refine_steps,
                                         samples_per_step=args.samples),
             )

@@ -85,6 +85,9 @@ class TrainConfig:
     reinforce_weighted: bool = False  # the paper's prose (self-normalized weights) vs its code
     allow_batch_of_one: bool = False  # only to reproduce the authors' degenerate MargE
     replay_fraction: float = 0.0  # 0: train on last round's labels only; 1: on everything so far
+    # [ours] a uniform sample of at most this many pairs/triples per round (None: all, the paper).
+    # Triples grow with the square of a neighbourhood: 500 sequences can give 10^4 and more.
+    max_examples: int | None = None
 
 
 @dataclass(frozen=True)

@@ -154,9 +154,13 @@ def _split_sizes(m: int, config: TrainConfig) -> int:
 
 
 def _cap_and_shuffle(
-    infeasible: torch.Tensor, cap: float, generator: torch.Generator
+    infeasible: torch.Tensor,
+    cap: float,
+    generator: torch.Generator,
+    max_examples: int | None = None,
 ) -> torch.Tensor:
-    """Row order after capping infeasible rows at ``cap`` of the result, then shuffling.
+    """Row order after capping infeasible rows at ``cap`` of the result, then shuffling, then
+    keeping the first ``max_examples`` (a uniform sample; None keeps all, as the paper).
 
     As the authors' formatter: keep round(n_ok * cap / (1 - cap)) infeasible rows, sampled.
     """
@@ -167,7 +171,7 @@ def _cap_and_shuffle(
         if bad.numel() > limit:
             bad = bad[torch.randperm(bad.numel(), generator=generator)[:limit]].sort().values
     keep = torch.cat([ok, bad])
-    return keep[torch.randperm(keep.numel(), generator=generator)]
+    return keep[torch.randperm(keep.numel(), generator=generator)][:max_examples]
 
 
 def _no_pairs_message(
@@ -212,7 +216,9 @@ def make_pairs(
     if x.numel() == 0:
         raise NoTrainingPairs(_no_pairs_message(n, length, config, "pairs"))
     candidates = x.numel()
-    order = _cap_and_shuffle(~data.feasible[x], config.infeasible_cap, generator)
+    order = _cap_and_shuffle(
+        ~data.feasible[x], config.infeasible_cap, generator, config.max_examples
+    )
     if order.numel() == 0:
         raise NoTrainingPairs(
             _no_pairs_message(
@@ -263,7 +269,7 @@ def make_triples(
         raise NoTrainingPairs(_no_pairs_message(n, length, config, "triples"))
     candidates = x.numel()
     bad = ~data.feasible[x] | ~data.feasible[lose]
-    order = _cap_and_shuffle(bad, config.infeasible_cap, generator)
+    order = _cap_and_shuffle(bad, config.infeasible_cap, generator, config.max_examples)
     if order.numel() == 0:
         raise NoTrainingPairs(
             _no_pairs_message(

@@ -236,3 +236,15 @@ def test_records_are_trl_standard_forms():
     trec = triples.records(fmt, "train")
     assert set(trec[0]) == {"prompt", "chosen", "rejected"}
     assert trec[0]["rejected"] == fmt.answer(triples.rejected[0].tolist())
+
+
+def test_max_examples_keeps_a_uniform_sample_of_that_many_examples():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 3, (60, 8), generator=g)
+    data = Labelled(x, torch.rand(60, generator=g, dtype=torch.float64), torch.ones(60, dtype=torch.bool))
+    for make in (make_pairs, make_triples):
+        full = make(data, TrainConfig(), torch.Generator().manual_seed(1))
+        capped = make(data, TrainConfig(max_examples=25), torch.Generator().manual_seed(1))
+        assert len(full) > 25 and len(capped) == 25
+        rows = {tuple(a + b) for a, b in zip(full.inputs.tolist(), full.targets.tolist())}
+        assert all(tuple(a + b) in rows for a, b in zip(capped.inputs.tolist(), capped.targets.tolist()))
