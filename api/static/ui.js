@@ -8,7 +8,9 @@
   function busy() {
     // Never reload under a user who is choosing a file or looking at an upload preview.
     const file = document.getElementById("u-file");
-    return (file && file.files && file.files.length > 0) || document.getElementById("preview") !== null ||
+    const typed = Array.from(document.querySelectorAll("#create-form input:not([type=hidden]), #create-form textarea"))
+      .some((el) => el.value !== "");
+    return typed || (file && file.files && file.files.length > 0) || document.getElementById("preview") !== null ||
       (document.activeElement && ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName));
   }
 

@@ -15,7 +15,7 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,16 @@ def upload(page: Page, name: str, data: bytes) -> None:
     expect(page.locator("#preview")).to_contain_text("nothing is stored yet")
 
 
+@contextmanager
+def server_log_on_failure(server: Server, page: Page) -> Iterator[None]:
+    """A wait that fails says where the campaign stood and what the server logged."""
+    try:
+        yield
+    except AssertionError as exc:
+        status = page.locator("#status").inner_text() if page.locator("#status").count() else page.content()[:2000]
+        raise AssertionError(f"{exc}\n--- page status ---\n{status}\n{server.procs.logs()[-6000:]}") from None
+
+
 def fill_template(text: str, lab: Lab) -> bytes:
     """The downloaded worksheet with every score filled in, its columns unchanged."""
     reader = csv.DictReader(io.StringIO(text))
@@ -160,7 +170,10 @@ def test_pages_need_a_login_and_the_cookie_is_httponly_and_samesite_strict(serve
         assert wrong.status_code == 401 and "not valid" in wrong.text
         ok = c.post("/ui/login", data={"api_key": server.key, "csrf": token})
         assert ok.status_code == 303 and ok.headers["location"] == "/ui"
-        assert c.get("/ui").status_code == 200
+        page = c.get("/ui")
+        assert page.status_code == 200
+        out = c.post("/ui/logout", data={"csrf": re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)})
+        assert out.status_code == 303 and c.get("/ui").status_code == 303  # logged out: back to login
 
 
 def session_client(server: Server, key: str) -> httpx.Client:
@@ -253,7 +266,8 @@ def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server
     score_plot = page.locator("#plot-score").get_attribute("src")
 
     # The page refreshes itself until the round's batch is there.
-    expect(page.locator("#candidates")).to_be_visible(timeout=ROUND_TIMEOUT_MS)
+    with server_log_on_failure(server, page):
+        expect(page.locator("#candidates")).to_be_visible(timeout=ROUND_TIMEOUT_MS)
     expect(page.locator("#status")).to_contain_text("awaiting lab results")
     assert page.locator("#candidates tbody tr").count() == 8
     shoot(page, "campaign-batch.png")
@@ -286,7 +300,8 @@ def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server
     page.get_by_role("button", name=re.compile("Commit 7")).click()
     expect(page.locator(".flash")).to_contain_text("stored 7 new measurement")
     expect(page.locator("#upload-log tbody tr")).to_have_count(3)  # bad seed, seed, results
-    expect(page.locator("#status")).to_contain_text("completed", timeout=ROUND_TIMEOUT_MS)
+    with server_log_on_failure(server, page):
+        expect(page.locator("#status")).to_contain_text("completed", timeout=ROUND_TIMEOUT_MS)
 
     # The plot now has round 1 in it: a new image URL that loads.
     new_plot = page.locator("#plot-score").get_attribute("src")
