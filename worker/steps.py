@@ -283,23 +283,21 @@ def _train(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Session) -> 
 
 
 def _loop(rt: Runtime, view: CampaignView, state: dict[str, Any] | None, workdir: Path) -> Any:
-    import inspect
-
     from llome_core.loop import LlomeLoop
 
-    extra: dict[str, Any] = {}
+    feasible = None
     oracle = view.spec.oracle
-    if isinstance(oracle, EhrlichParams) and "feasible" in inspect.signature(LlomeLoop.__init__).parameters:
+    if isinstance(oracle, EhrlichParams):
         from llome_core.ehrlich import Ehrlich
 
         # The oracle's hard constraint is known: checkpoint selection also asks for feasible outputs.
-        extra["feasible"] = Ehrlich.from_config(oracle.to_config()).is_feasible
+        feasible = Ehrlich.from_config(oracle.to_config()).is_feasible
     if state is None:
         return LlomeLoop(view.spec.loop_config(rt.device), num_states=view.alphabet.size,
-                         dim=view.length, workdir=workdir, **extra)
+                         dim=view.length, workdir=workdir, feasible=feasible)
     # The device is the worker's, not the one that wrote the state (a campaign may move).
     state = {**state, "config": {**state["config"], "device": rt.device}}
-    return LlomeLoop.from_state_dict(state, workdir, **extra)
+    return LlomeLoop.from_state_dict(state, workdir, feasible=feasible)
 
 
 def _generate_llome(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Session) -> Callable[[DbReporter], Writer]:
