@@ -7,11 +7,13 @@ CSV problems carry ``errors: [{row, column, reason}]``; request-shape problems (
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("llome.api")
@@ -97,6 +99,15 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(p for p in parts if p not in ("ehrlich", "wetlab", "llome", "ga")) or "body"
 
 
+def _allowed(request: Request) -> list[str]:
+    path = request.url.path
+    methods: set[str] = set()
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in ops}
+    return sorted(methods)
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(LlomeError)
     async def _llome(request: Request, exc: LlomeError) -> JSONResponse:
@@ -117,7 +128,23 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
+        response = problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; list every documented one.
+            response.headers["Allow"] = ", ".join(_allowed(request))
+        return response
+
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot hold: the client's mistake, not a server error. An id in
+        # the path past the database's integers names nothing that exists: 404.
+        ids = [v for k, v in request.path_params.items() if k.endswith("_id")]
+        if any(not v.lstrip("-").isdigit() or not -(2**31) <= int(v) < 2**31 for v in ids):
+            return problem(404, "Not found", f"{request.url.path} does not exist", request.url.path)
+        return problem(422, "Invalid request",
+                       "a value is outside what this service stores (integers are at most "
+                       "2147483647)", request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -6,7 +6,7 @@ import dataclasses
 import typing
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 T = TypeVar("T")
 
@@ -51,12 +51,35 @@ class Problem(BaseModel):
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (401, 404, 409, 413, 422)
+    for code in (400, 401, 404, 409, 413, 422)
 }
 
 
+_NUMBERS = (int, float, int | None, float | None)
+_BOOLS = (bool, bool | None)
+
+
 class Strict(BaseModel):
+    """Request bodies: unknown fields are refused by name, true/false is not a number and a number
+    is not true/false (pydantic would read ``num_heads: false`` as zero heads)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, v in data.items():
+                field = cls.model_fields.get(name)
+                if field is None:
+                    continue
+                items = v if typing.get_origin(field.annotation) in (list, tuple) and isinstance(v, list) else [v]
+                numbers = field.annotation in _NUMBERS or any(a in _NUMBERS for a in typing.get_args(field.annotation))
+                if numbers and any(isinstance(x, bool) for x in items):
+                    raise ValueError(f"{name}: expected numbers, not true/false")
+                if field.annotation in _BOOLS and v is not None and not isinstance(v, bool):
+                    raise ValueError(f"{name}: expected true or false, not {v!r}")
+        return data
 
 
 def params_from_dataclass(
