@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Uploads: a clear 413 above these (issue 5 makes them per-lab).
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_rows: int = 200_000
+    # Requests a second per API key (a token bucket per web process; 0 turns it off).
+    rate_limit_per_s: float = 100.0
+    rate_limit_burst: float = 300.0
 
     # Jobs. A claimed step holds a lease that a heartbeat renews every lease_s / 3; a step whose
     # worker died is claimable again once its lease ran out.

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.config import Settings
 from api.errors import Unauthorized
 from api.models import Campaign, Lab
+from api.ratelimit import RateLimiter
 from api.services import campaigns as campaign_service
 from api.services import labs as labs_service
 
@@ -60,11 +61,20 @@ def get_lab(request: Request, session: SessionDep,
     key = labs_service.key_for(session, credentials.credentials.strip())
     if key is None:
         raise Unauthorized("the API key is unknown or revoked")
+    _limiter(request).check(key.id)
     request.state.api_key_id = key.id
     session.info[labs_service.PROVENANCE_KEY] = key.id  # stamped on what this request writes
     lab = session.get(Lab, key.lab_id)
     assert lab is not None  # api_key.lab_id is a foreign key
     return lab
+
+
+def _limiter(request: Request) -> RateLimiter:
+    state = request.app.state
+    if getattr(state, "rate_limiter", None) is None:
+        settings: Settings = state.settings
+        state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    return state.rate_limiter
 
 
 LabDep = Annotated[Lab, Depends(get_lab)]

@@ -196,3 +196,19 @@ def test_swagger_authorize_uses_a_bearer_scheme(client) -> None:
     assert schema["paths"]["/campaigns"]["post"]["security"] == [{"APIKey": []}]
     assert "security" not in schema["paths"]["/health"]["get"]
     assert "401" in schema["paths"]["/campaigns/{campaign_id}"]["get"]["responses"]
+
+
+def test_a_key_over_its_request_rate_gets_429_with_retry_after(settings, publisher, session_factory) -> None:
+    from api.main import create_app
+
+    slow = settings.model_copy(update={"rate_limit_per_s": 0.01, "rate_limit_burst": 3})
+    busy, calm = make_key(session_factory), make_key(session_factory)
+    with TestClient(create_app(slow, publisher=publisher, migrate=False)) as c:
+        codes = [c.get("/campaigns", headers={"Authorization": f"Bearer {busy}"}).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        r = c.get("/campaigns", headers={"Authorization": f"Bearer {busy}"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.headers["content-type"].startswith("application/problem+json")
+        # another key has its own allowance
+        assert c.get("/campaigns", headers={"Authorization": f"Bearer {calm}"}).status_code == 200
+        assert c.get("/health").status_code == 200  # health is never limited
