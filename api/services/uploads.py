@@ -218,7 +218,8 @@ def _validate_measurements(session: Session, campaign: Campaign, table: CsvTable
                 plan.duplicates += 1
             else:
                 errors.append(CsvError(r.row, "score", f"sequence {r.text} is already stored as "
-                                       f"{m._describe(stored)}; corrections are not supported yet"))
+                                       f"{m._describe(stored)}; to correct it, POST /campaigns/{campaign.id}/sequences/"
+                                       f"{stored.sequence_id}/corrections"))
         else:
             plan.store.append(r)
 
@@ -258,7 +259,8 @@ def _validate_results(session: Session, campaign: Campaign, batch: Batch, table:
                 plan.duplicates += 1
             else:
                 errors.append(CsvError(r.row, "score", f"candidate {cand.id} already has a result "
-                                       f"({m._describe(stored)}); corrections are not supported yet"))
+                                       f"({m._describe(stored)}); to correct it, POST /campaigns/{campaign.id}/sequences/"
+                                       f"{stored.sequence_id}/corrections"))
             continue
         if r.outcome == CandidateStatus.ASSAY_FAILED and cand.status == CandidateStatus.ASSAY_FAILED:
             plan.duplicates += 1
