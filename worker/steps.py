@@ -53,7 +53,7 @@ from llome_core.optimizer import Candidate as CoreCandidate
 from llome_core.optimizer import Labelled
 from llome_core.progress import Cancelled
 from llome_core.rng import derive_seed
-from llome_core.sequences import Alphabet
+from llome_core.sequences import Alphabet, pairwise_hamming
 from worker.reporting import DbReporter, Heartbeat
 from worker.runtime import Runtime
 
@@ -164,6 +164,41 @@ def _dropped_texts(session: Session, campaign_id: int) -> list[str]:
                Candidate.status.in_([CandidateStatus.WITHDRAWN, CandidateStatus.EXPIRED]))
         .order_by(Candidate.id)
     ))
+
+
+def _measured_texts(session: Session, view: CampaignView) -> list[str]:
+    """Measured sequences, read only when the batch's min_hamming needs them."""
+    if not view.spec.optimizer.min_hamming:
+        return []
+    return _labels(session, view.id, unobserved_only=False).texts
+
+
+def _compose(view: CampaignView, candidates: list[CoreCandidate],
+             measured: list[str]) -> tuple[list[CoreCandidate], list[CoreCandidate], dict[str, Any]]:
+    """The optimizer config's batch composition controls, in proposal order (best first):
+    ``exclude`` drops listed sequences; ``min_hamming`` keeps a candidate only if it differs in
+    at least that many positions from every measured sequence and every candidate kept before
+    it. Returns (kept, removed, what was removed and why) for the round's metrics."""
+    params = view.spec.optimizer
+    info: dict[str, Any] = {"min_hamming": params.min_hamming, "excluded": 0, "too_close": 0}
+    banned = set(params.exclude)
+    keep = torch.tensor([view.decode(cand.sequence) not in banned for cand in candidates], dtype=torch.bool)
+    info["excluded"] = int((~keep).sum())
+    if params.min_hamming > 0 and candidates:
+        seqs = torch.tensor([list(cand.sequence) for cand in candidates], dtype=torch.long)
+        if measured:
+            keep &= (pairwise_hamming(seqs, view.encode(measured)) >= params.min_hamming).all(dim=1)
+        close = pairwise_hamming(seqs, seqs) < params.min_hamming
+        blocked = torch.zeros(len(candidates), dtype=torch.bool)
+        for i in range(len(candidates)):  # greedy: one vector op per candidate
+            if keep[i] and not blocked[i]:
+                blocked |= close[i]
+            else:
+                keep[i] = False
+        info["too_close"] = int(len(candidates) - info["excluded"] - int(keep.sum()))
+    kept = [cand for cand, k in zip(candidates, keep.tolist()) if k]
+    removed = [cand for cand, k in zip(candidates, keep.tolist()) if not k]
+    return kept, removed, info
 
 
 def _upsert_round(session: Session, campaign_id: int, number: int, **values: Any) -> Round:
@@ -305,7 +340,8 @@ def _generate_llome(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Ses
     state = _round_state(session, view.id, c.round)
     if state is None:
         raise DomainFailure(f"round {c.round} has no trained model state; was its train step lost?")
-    known = _known_texts(session, view.id)
+    known = _known_texts(session, view.id) + list(view.spec.optimizer.exclude)
+    measured = _measured_texts(session, view)
     workdir = _workdir(rt, c)
 
     def compute(reporter: DbReporter) -> Writer:
@@ -318,7 +354,8 @@ def _generate_llome(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Ses
             loop.exclude(torch.tensor(extra, dtype=torch.long))
         proposal = loop.generate(reporter)
         new_state = loop.state_dict()
-        return _batch_writer(view, c, proposal.candidates, proposal.metrics, new_state)
+        kept, removed, info = _compose(view, proposal.candidates, measured)
+        return _batch_writer(view, c, kept, {**proposal.metrics, "composition": info}, new_state)
 
     return compute
 
@@ -335,6 +372,7 @@ def _generate_ga(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Sessio
     everything = _labels(session, view.id, unobserved_only=False) if prev is None else None
     known = _known_texts(session, view.id)
     dropped = _dropped_texts(session, view.id)
+    measured = _measured_texts(session, view)
 
     def compute(reporter: DbReporter) -> Writer:
         if prev is None:
@@ -360,7 +398,13 @@ def _generate_ga(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Sessio
         proposal = opt.propose(reporter)
         known_set = set(known)
         fresh = [cand for cand in proposal.candidates if view.decode(cand.sequence) not in known_set]
-        return _batch_writer(view, c, fresh, proposal.metrics, opt.state_dict(), observed=new.ids)
+        kept, removed, info = _compose(view, fresh, measured)
+        if removed:  # never sent to the lab: the GA is told they failed, so it does not wait on them
+            opt.observe(Labelled(torch.tensor([list(r.sequence) for r in removed], dtype=torch.long),
+                                 torch.zeros(len(removed), dtype=torch.float64),
+                                 torch.zeros(len(removed), dtype=torch.bool)))
+        return _batch_writer(view, c, kept, {**proposal.metrics, "composition": info}, opt.state_dict(),
+                             observed=new.ids)
 
     return compute
 

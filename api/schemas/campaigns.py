@@ -137,7 +137,16 @@ class WetlabParams(Strict):
 OracleParams = Annotated[EhrlichParams | WetlabParams, Field(discriminator="kind")]
 
 
-class LlomeParams(Strict):
+class Composition(Strict):
+    """Batch composition controls (issue 8); what they remove is recorded in the round's
+    ``proposal`` metrics under ``composition``."""
+
+    min_hamming: int = Field(0, ge=0, description="least number of differing positions between any "
+                             "two candidates of a batch and to every measured sequence (0: off)")
+    exclude: list[str] = Field(default_factory=list, description="sequences never to propose")
+
+
+class LlomeParams(Composition):
     """LLOME: train the language model each round, refine, filter."""
 
     kind: Literal["llome"]
@@ -155,7 +164,7 @@ class LlomeParams(Strict):
         return v.lower().strip()
 
 
-class GAParams(Strict):
+class GAParams(Composition):
     """The genetic algorithm as the optimizer: one GA step of ``batch_size`` particles per round."""
 
     kind: Literal["ga"]
@@ -191,6 +200,14 @@ class CampaignCreate(Strict):
                 raise ValueError(
                     "survival_quantile * batch_size must be at least 2 (the GA needs two parents)"
                 )
+        oracle = self.oracle
+        alphabet = oracle.alphabet() if isinstance(oracle, EhrlichParams) else Alphabet(oracle.alphabet)
+        length = oracle.dim if isinstance(oracle, EhrlichParams) else oracle.length
+        for seq in self.optimizer.exclude:
+            try:
+                alphabet.encode_one(seq, length)
+            except ValueError as exc:
+                raise ValueError(f"optimizer.exclude: sequence {seq!r}: {exc}") from None
         return self
 
     def loop_config(self, device: str) -> LoopConfig:
