@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.csvio import write_rows
 from api.deps import CampaignDep, LockedCampaignDep, SessionDep, SettingsDep, get_lab
 from api.routes.campaigns import Cursor, Limit, parse_cursor
-from api.routes.measurements import read_upload
+from api.routes.measurements import IdempotencyKeyHeader, read_upload
 from api.schemas.batches import BatchPage, BatchRead
 from api.schemas.common import PROBLEM_RESPONSES
 from api.schemas.measurements import UploadReport
 from api.services import batches as service
+from api.services import idempotency
 from api.services import measurements as measurement_service
 
 router = APIRouter(prefix="/campaigns", tags=["batches"], responses=PROBLEM_RESPONSES,
@@ -50,15 +51,21 @@ def get_batch(campaign: CampaignDep, batch_id: int, session: SessionDep, request
 def upload_results(
     campaign: LockedCampaignDep, batch_id: int, session: SessionDep, settings: SettingsDep,
     response: Response,
-    file: UploadFile = File(..., description="CSV: candidate_id or sequence, score[, feasible]"),
-) -> UploadReport:
+    file: UploadFile = File(..., description="CSV: candidate_id or sequence, score[, feasible][, status]"),
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> UploadReport | JSONResponse:
     """The lab's results for a batch: all rows or none. When every candidate has a result the
     batch is labelled and the next round starts. The same file again stores nothing (200)."""
+    data = read_upload(file, settings)
+    key = idempotency.begin(session, f"POST /campaigns/{campaign.id}/batches/{batch_id}/results",
+                            idempotency_key, idempotency.fingerprint(data, file.filename))
+    if isinstance(key, tuple):
+        return JSONResponse(key[1], status_code=key[0])
     batch = service.get_or_404(session, campaign, batch_id)
     report = measurement_service.import_batch_results(
-        session, campaign=campaign, batch=batch, data=read_upload(file, settings),
-        filename=file.filename, settings=settings,
+        session, campaign=campaign, batch=batch, data=data, filename=file.filename, settings=settings,
     )
     if report.already_uploaded:
         response.status_code = status.HTTP_200_OK
+    idempotency.finish(key, response.status_code or status.HTTP_201_CREATED, report.model_dump(mode="json"))
     return report

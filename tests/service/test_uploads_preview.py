@@ -136,3 +136,16 @@ def test_jsonl_seed_data_in_the_authors_form_is_accepted(client, session_factory
     assert commit(client, cid, up["id"]).status_code == 200
     seqs = {s["sequence"]: s for s in client.get(f"/campaigns/{cid}/sequences").json()["items"]}
     assert seqs["ACDEFG"]["score"] == 0.5 and seqs["GGGGGG"]["feasible"] is False and seqs["CCCCCC"]["score"] == 0.25
+
+
+def test_the_one_step_routes_honour_an_idempotency_key(client, session_factory) -> None:
+    cid = wetlab(client)
+    data = csv_bytes("sequence,score", seed_rows(8))
+    h = {"Idempotency-Key": "seed-1"}
+    first = client.post(f"/campaigns/{cid}/measurements", files={"file": ("s.csv", data, "text/csv")}, headers=h)
+    again = client.post(f"/campaigns/{cid}/measurements", files={"file": ("s.csv", data, "text/csv")}, headers=h)
+    assert first.status_code == again.status_code == 201 and first.json() == again.json()
+    other = client.post(f"/campaigns/{cid}/measurements",
+                        files={"file": ("s.csv", csv_bytes("sequence,score", seed_rows(9)), "text/csv")}, headers=h)
+    assert other.status_code == 422
+    assert counts(session_factory, cid) == (8, 1, 8)
