@@ -284,6 +284,10 @@ class Candidate(Base):
     reference_mutations: Mapped[str | None] = mapped_column(Text)  # vs the campaign's reference
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A control of the optimizer config (e.g. the parent, the best so far) added to the batch for
+    # plate normalisation: not counted against the budget, its result is kept here, not as a label.
+    is_control: Mapped[bool] = mapped_column(Boolean, default=False)
+    control_score: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

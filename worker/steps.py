@@ -160,10 +160,27 @@ def _dropped_texts(session: Session, campaign_id: int) -> list[str]:
     """Sequences of candidates withdrawn or expired in the lab (never proposed again)."""
     return list(session.scalars(
         select(Sequence.text).join(Candidate, Candidate.sequence_id == Sequence.id)
-        .where(Candidate.campaign_id == campaign_id,
+        .where(Candidate.campaign_id == campaign_id, Candidate.is_control.is_(False),
                Candidate.status.in_([CandidateStatus.WITHDRAWN, CandidateStatus.EXPIRED]))
         .order_by(Candidate.id)
     ))
+
+
+def _control_texts(session: Session, view: CampaignView) -> list[str]:
+    """The optimizer config's controls, ``best`` resolved to the best measured sequence now."""
+    out: list[str] = []
+    for t in view.spec.optimizer.controls:
+        if t == "best":
+            best = session.scalar(
+                select(Sequence.text).join(Measurement, Measurement.sequence_id == Sequence.id)
+                .where(Measurement.campaign_id == view.id, Measurement.feasible.is_(True),
+                       Measurement.value.is_not(None), Measurement.superseded_at.is_(None))
+                .order_by(Measurement.value.desc(), Measurement.id).limit(1))
+            if best is not None:
+                out.append(best)
+        else:
+            out.append(t)
+    return out
 
 
 def _measured_texts(session: Session, view: CampaignView) -> list[str]:
@@ -342,6 +359,7 @@ def _generate_llome(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Ses
         raise DomainFailure(f"round {c.round} has no trained model state; was its train step lost?")
     known = _known_texts(session, view.id) + list(view.spec.optimizer.exclude)
     measured = _measured_texts(session, view)
+    controls = _control_texts(session, view)
     workdir = _workdir(rt, c)
 
     def compute(reporter: DbReporter) -> Writer:
@@ -355,7 +373,8 @@ def _generate_llome(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Ses
         proposal = loop.generate(reporter)
         new_state = loop.state_dict()
         kept, removed, info = _compose(view, proposal.candidates, measured)
-        return _batch_writer(view, c, kept, {**proposal.metrics, "composition": info}, new_state)
+        return _batch_writer(view, c, kept, {**proposal.metrics, "composition": info}, new_state,
+                             controls=controls)
 
     return compute
 
@@ -373,6 +392,7 @@ def _generate_ga(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Sessio
     known = _known_texts(session, view.id)
     dropped = _dropped_texts(session, view.id)
     measured = _measured_texts(session, view)
+    controls = _control_texts(session, view)
 
     def compute(reporter: DbReporter) -> Writer:
         if prev is None:
@@ -404,13 +424,14 @@ def _generate_ga(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Sessio
                                  torch.zeros(len(removed), dtype=torch.float64),
                                  torch.zeros(len(removed), dtype=torch.bool)))
         return _batch_writer(view, c, kept, {**proposal.metrics, "composition": info}, opt.state_dict(),
-                             observed=new.ids)
+                             observed=new.ids, controls=controls)
 
     return compute
 
 
 def _batch_writer(view: CampaignView, c: jobs.Claim, candidates: list[CoreCandidate],
-                  metrics: dict[str, Any], state: dict[str, Any], observed: list[int] | None = None) -> Writer:
+                  metrics: dict[str, Any], state: dict[str, Any], observed: list[int] | None = None,
+                  controls: list[str] | None = None) -> Writer:
     texts = [view.decode(cand.sequence) for cand in candidates]
     lineage = [
         (view.decode(cand.parent) if cand.parent is not None else None,
@@ -448,6 +469,15 @@ def _batch_writer(view: CampaignView, c: jobs.Claim, candidates: list[CoreCandid
                       mutations=mutations(parent, t), reference_mutations=mutations(reference, t))
             for i, (t, (parent, seed, step, temp, ll)) in enumerate(zip(texts, lineage))
         )
+        extra = [t for t in dict.fromkeys(controls or []) if t not in set(texts)]
+        if extra:  # after the proposals, outside the budget (batch.size counts proposals only)
+            ctrl = _sequences(s, campaign.id, extra)
+            s.add_all(
+                Candidate(campaign_id=campaign.id, batch_id=batch.id, sequence_id=ctrl[t].id,
+                          position=len(texts) + i, is_control=True,
+                          reference_mutations=mutations(reference, t))
+                for i, t in enumerate(extra)
+            )
 
     return write
 

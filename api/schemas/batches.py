@@ -21,6 +21,9 @@ class CandidateRead(BaseModel):
     refinement_step: int | None = None
     temperature: float | None = Field(None, description="null for greedy decoding and the GA")
     log_likelihood: float | None = None
+    is_control: bool = Field(False, description="a control of the optimizer config (not counted "
+                             "against the budget); its result is in control_score")
+    control_score: float | None = None
 
 
 class BatchSummary(BaseModel):

@@ -144,6 +144,9 @@ class Composition(Strict):
     min_hamming: int = Field(0, ge=0, description="least number of differing positions between any "
                              "two candidates of a batch and to every measured sequence (0: off)")
     exclude: list[str] = Field(default_factory=list, description="sequences never to propose")
+    controls: list[str] = Field(default_factory=list, description="sequences added to every batch "
+                                "for plate normalisation ('best': the best measured so far), marked "
+                                "as controls and not counted against the budget")
 
 
 class LlomeParams(Composition):
@@ -203,11 +206,14 @@ class CampaignCreate(Strict):
         oracle = self.oracle
         alphabet = oracle.alphabet() if isinstance(oracle, EhrlichParams) else Alphabet(oracle.alphabet)
         length = oracle.dim if isinstance(oracle, EhrlichParams) else oracle.length
-        for seq in self.optimizer.exclude:
-            try:
-                alphabet.encode_one(seq, length)
-            except ValueError as exc:
-                raise ValueError(f"optimizer.exclude: sequence {seq!r}: {exc}") from None
+        for name, seqs in (("exclude", self.optimizer.exclude), ("controls", self.optimizer.controls)):
+            for seq in seqs:
+                if name == "controls" and seq == "best":
+                    continue
+                try:
+                    alphabet.encode_one(seq, length)
+                except ValueError as exc:
+                    raise ValueError(f"optimizer.{name}: sequence {seq!r}: {exc}") from None
         return self
 
     def loop_config(self, device: str) -> LoopConfig:

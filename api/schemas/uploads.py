@@ -68,6 +68,8 @@ class CandidateDetail(BaseModel):
     reference_mutations: str | None = Field(None, description="against the campaign's reference sequence")
     score: float | None = None
     feasible: bool | None = None
+    is_control: bool = False
+    control_score: float | None = None
     released_at: datetime | None = None
     status_changed_at: datetime | None = None
     created_at: datetime

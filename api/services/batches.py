@@ -63,6 +63,7 @@ def candidates(session: Session, batch: Batch) -> list[CandidateRead]:
             candidate_id=c.id, sequence=text, status=c.status, score=value, feasible=feasible,
             parent=c.parent, trajectory_seed=c.trajectory_seed, refinement_step=c.refinement_step,
             temperature=c.temperature, log_likelihood=c.log_likelihood,
+            is_control=bool(c.is_control), control_score=c.control_score,
         )
         for c, text, value, feasible in rows
     ]

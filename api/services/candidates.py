@@ -176,6 +176,7 @@ def detail(session: Session, campaign: Campaign, cand: Candidate) -> CandidateDe
         log_likelihood=cand.log_likelihood, mutations=cand.mutations,
         reference_sequence=reference_of(campaign), reference_mutations=cand.reference_mutations,
         score=label.value if label else None, feasible=label.feasible if label else None,
+        is_control=bool(cand.is_control), control_score=cand.control_score,
         released_at=cand.released_at, status_changed_at=cand.status_changed_at,
         created_at=cand.created_at,
     )

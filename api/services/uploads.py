@@ -71,6 +71,7 @@ class Plan:
     fatal: bool = False  # the file as a whole is unreadable: nothing of it can be stored
     store: list[Row] = field(default_factory=list)  # new measurements (measured, failed_expression)
     assay_failed: list[Row] = field(default_factory=list)  # outcomes with no label
+    controls: list[Row] = field(default_factory=list)  # results of control candidates (not labels)
     duplicates: int = 0
 
     def rejected_rows(self) -> list[int]:
@@ -253,6 +254,16 @@ def _validate_results(session: Session, campaign: Campaign, batch: Batch, table:
     for r in rows:
         cand = r.candidate
         assert cand is not None
+        if cand.is_control:  # plate normalisation: the result stays on the candidate
+            if (cand.status == r.outcome == CandidateStatus.MEASURED and cand.control_score is not None
+                    and abs(cand.control_score - (r.value or 0.0)) <= 1e-9 * max(1.0, abs(r.value or 0.0))):
+                plan.duplicates += 1
+            elif r.outcome not in CANDIDATE_MOVES.get(cand.status, frozenset()):
+                errors.append(CsvError(r.row, "status", f"control {cand.id} is {cand.status}; it "
+                                       f"cannot become {r.outcome}"))
+            else:
+                plan.controls.append(r)
+            continue
         stored = measured.get(cand.sequence_id)
         if stored is not None and r.outcome != CandidateStatus.ASSAY_FAILED:
             if m._same(stored, r.value, r.feasible):
@@ -345,6 +356,10 @@ def commit(session: Session, *, campaign: Campaign, upload: Upload, skip_rejecte
         ))
         if cand is not None:
             cand.status, cand.status_changed_at = r.outcome, now
+    for r in plan.controls:
+        assert r.candidate is not None
+        r.candidate.status, r.candidate.status_changed_at = r.outcome, now
+        r.candidate.control_score = r.value if r.outcome == CandidateStatus.MEASURED else None
     for r in plan.assay_failed:
         if r.candidate is not None:
             r.candidate.status, r.candidate.status_changed_at = CandidateStatus.ASSAY_FAILED, now

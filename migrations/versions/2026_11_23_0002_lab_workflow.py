@@ -51,6 +51,8 @@ def upgrade() -> None:
         b.add_column(sa.Column('reference_mutations', sa.Text(), nullable=True))
         b.add_column(sa.Column('released_at', sa.DateTime(timezone=True), nullable=True))
         b.add_column(sa.Column('status_changed_at', sa.DateTime(timezone=True), nullable=True))
+        b.add_column(sa.Column('is_control', sa.Boolean(), nullable=False, server_default=sa.false()))
+        b.add_column(sa.Column('control_score', sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
@@ -59,7 +61,7 @@ def downgrade() -> None:
     with op.batch_alter_table('candidate') as b:
         b.drop_constraint(op.f('ck_candidate_status_valid'), type_='check')
         b.create_check_constraint('status_valid', OLD_CANDIDATE)
-        for col in ('status_changed_at', 'released_at', 'reference_mutations', 'mutations',
+        for col in ('control_score', 'is_control', 'status_changed_at', 'released_at', 'reference_mutations', 'mutations',
                     'checkpoint_sha256', 'objective'):
             b.drop_column(col)
     op.execute("DELETE FROM upload WHERE status <> 'committed'")

@@ -50,3 +50,33 @@ def test_excluded_sequences_are_never_proposed(client, runtime, publisher) -> No
     bad = client.post("/campaigns", json={"name": "x", "oracle": {"kind": "wetlab", "alphabet": "ACDEFG", "length": 6},
                                           "optimizer": {**ga, "exclude": ["ACDEFX"]}, "batch_size": 20})
     assert bad.status_code == 422 and "exclude" in bad.json()["detail"]
+
+
+def test_controls_join_every_batch_outside_the_budget_and_keep_their_result(
+        client, runtime, publisher, session_factory) -> None:
+    from sqlalchemy import func, select
+
+    from api.models import Measurement
+
+    seeds = seed_rows()
+    best = max(seeds, key=lambda r: r[1])[0]
+    parent = seeds[0][0] if seeds[0][0] != best else seeds[1][0]
+    cid, texts = first_batch(client, runtime, publisher,
+                             {"kind": "ga", "mutation_prob": 0.3, "controls": [parent, "best"]})
+    bid = client.get(f"/campaigns/{cid}/batches").json()["items"][0]["id"]
+    batch = client.get(f"/campaigns/{cid}/batches/{bid}").json()
+    controls = [c for c in batch["candidates"] if c["is_control"]]
+    assert [c["sequence"] for c in controls] == [parent, best]
+    assert batch["size"] == len(batch["candidates"]) - 2  # not counted against the budget
+    with session_factory() as s:
+        before = s.scalar(select(func.count()).select_from(Measurement).where(Measurement.campaign_id == cid))
+    rows = [(c["candidate_id"], 0.5) for c in batch["candidates"]]
+    r = client.post(f"/campaigns/{cid}/batches/{bid}/results",
+                    files={"file": ("r.csv", csv_bytes("candidate_id,score", rows), "text/csv")})
+    assert r.status_code == 201, r.text
+    assert r.json()["batch_status"] == "labelled" and r.json()["new_measurements"] == batch["size"]
+    detail = client.get(f"/campaigns/{cid}/candidates/{controls[0]['candidate_id']}").json()
+    assert detail["status"] == "measured" and detail["control_score"] == 0.5 and detail["is_control"]
+    with session_factory() as s:
+        after = s.scalar(select(func.count()).select_from(Measurement).where(Measurement.campaign_id == cid))
+    assert after - before == batch["size"]  # a control's result is not a second label
