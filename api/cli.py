@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "ga": "llome_core.bench:ga_main",
     "llome": "llome_core.bench:llome_main",
     "generation-speed": "benchmarks.generation_speed:main",
+    "load": "benchmarks.load:main",
 }
 
 USAGE = """usage: llome <command> [options]
@@ -31,7 +32,7 @@ commands:
   db upgrade                       apply the database migrations
   keys create --lab NAME | list | revoke ID
                                    manage the labs' API keys (a key is printed once)
-  bench ehrlich-speed|ga|llome|generation-speed
+  bench ehrlich-speed|ga|llome|generation-speed|load
                                    run a benchmark (llome bench NAME --help)
 """
 

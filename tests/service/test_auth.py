@@ -17,7 +17,7 @@ from api.db import session_scope
 from api.models import ApiKey, Campaign, Lab
 from api.services import labs
 from tests.conftest import make_key
-from tests.service.test_campaigns import WETLAB, ehrlich_campaign
+from tests.service.test_campaigns import WETLAB
 
 OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 

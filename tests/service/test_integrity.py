@@ -105,11 +105,10 @@ def test_corrections_and_history_of_unknown_or_other_labs_sequences_are_404(clie
                          json={"score": 0.0, "note": "sabotage"})
     assert r.status_code == 404
     assert counts(session_factory, cid)[0] == 3
-    # a sequence with no label yet has nothing to correct
-    client2 = client
-    cid2 = wetlab(client2)
-    assert client2.post(f"/campaigns/{cid2}/sequences/{sid}/corrections",
-                        json={"score": 1.0, "note": "x"}).status_code == 404
+    # a sequence of another campaign of the same lab is not this campaign's
+    cid2 = wetlab(client)
+    assert client.post(f"/campaigns/{cid2}/sequences/{sid}/corrections",
+                       json={"score": 1.0, "note": "x"}).status_code == 404
 
 
 def test_the_database_refuses_two_current_labels_for_one_sequence(client, session_factory) -> None:
