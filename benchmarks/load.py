@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                                "--log-level", "warning"], cwd=workdir, env=env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     results: dict[str, Any] = {"polling": [], "uploading": []}
+    # A SIGTERM (e.g. from `timeout`) still stops the server and drops the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         def up() -> bool:
             if server.poll() is not None:
