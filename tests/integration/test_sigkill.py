@@ -38,7 +38,10 @@ def test_a_round_survives_its_worker_being_killed_mid_training(
     try:
         # the real app, publishing to Redis, with a lab's key
         with TestClient(create_app(settings, migrate=False), headers=auth(make_key(session_factory))) as client:
-            cid = client.post("/campaigns", json={**TINY_EHRLICH_CAMPAIGN, "rounds": 1}).json()["id"]
+            # Training long enough (seconds, not one) that the kill lands inside it on any machine.
+            slow = {**TINY_EHRLICH_CAMPAIGN["optimizer"], "train": {"first_round_epochs": 30}}
+            body = {**TINY_EHRLICH_CAMPAIGN, "rounds": 1, "optimizer": slow}
+            cid = client.post("/campaigns", json=body).json()["id"]
             first = procs.worker("worker-a")
 
             def training() -> Job | None:
