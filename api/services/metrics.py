@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -67,8 +69,8 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
     return MetricsRead(campaign_id=campaign.id, objective="regret" if ehrlich else "score", rounds=out)
 
 
-def plot_png(metrics: MetricsRead, title: str) -> bytes:
-    """Best score (or regret, for Ehrlich) against cumulative oracle calls."""
+def _png(title: str, xlabel: str, ylabel: str, draw: Callable[[Any], bool]) -> bytes:
+    """A 6x4 PNG; ``draw(ax)`` plots and says whether there was anything to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,19 +78,48 @@ def plot_png(metrics: MetricsRead, title: str) -> bytes:
 
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
-    pts = [(m.oracle_calls, m.regret if metrics.objective == "regret" else m.best_so_far)
-           for m in metrics.rounds]
-    pts = [(x, y) for x, y in pts if y is not None]
-    if pts:
-        xs, ys = zip(*pts)
-        ax.plot(xs, ys, marker="o", drawstyle="steps-post")
-    else:
+    if not draw(ax):
         ax.text(0.5, 0.5, "no labelled data yet", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("oracle calls")
-    ax.set_ylabel("min regret (1 - best score)" if metrics.objective == "regret" else "best score")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def plot_png(metrics: MetricsRead, title: str) -> bytes:
+    """Best score (or regret, for Ehrlich) against cumulative oracle calls."""
+    regret = metrics.objective == "regret"
+
+    def draw(ax: Any) -> bool:
+        pts = [(m.oracle_calls, m.regret if regret else m.best_so_far) for m in metrics.rounds]
+        pts = [(x, y) for x, y in pts if y is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", drawstyle="steps-post")
+        return bool(pts)
+
+    ylabel = "min regret (1 - best score)" if regret else "best score"
+    return _png(title, "oracle calls", ylabel, draw)
+
+
+def fractions_png(metrics: MetricsRead, title: str) -> bytes:
+    """Feasible % and unique % of each round's labelled sequences."""
+    rounds = [r for r in metrics.rounds if r.labelled]
+
+    def draw(ax: Any) -> bool:
+        ax.set_ylim(-5, 105)
+        if not rounds:
+            return False
+        for attr, label, style in (("feasible_fraction", "feasible %", "-o"),
+                                   ("unique_fraction", "unique %", "--s")):
+            pts = [(r.round, 100 * getattr(r, attr)) for r in rounds if getattr(r, attr) is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, label=label)
+        ax.set_xticks([r.round for r in rounds])
+        ax.legend()
+        return True
+
+    return _png(title, "round (0: seed data)", "% of the round's sequences", draw)

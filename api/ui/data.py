@@ -71,40 +71,6 @@ def plot_version(m: MetricsRead) -> str:
     return f"{len(m.rounds)}-{sum(r.labelled for r in m.rounds)}"
 
 
-def fractions_png(m: MetricsRead, title: str) -> bytes:
-    """Feasible % and unique % per round (the score curve is the API's own plot)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4), dpi=100)
-    ax = fig.add_subplot()
-    rounds = [r for r in m.rounds if r.labelled]
-    if rounds:
-        for attr, label, style in (("feasible_fraction", "feasible %", "-o"),
-                                   ("unique_fraction", "unique %", "--s")):
-            pts = [(r.round, 100 * getattr(r, attr)) for r in rounds if getattr(r, attr) is not None]
-            if pts:
-                ax.plot(*zip(*pts), style, label=label)
-        ax.set_xticks([r.round for r in rounds])
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no labelled data yet", ha="center", va="center", transform=ax.transAxes)
-    ax.set_ylim(-5, 105)
-    ax.set_xlabel("round (0: seed data)")
-    ax.set_ylabel("% of the round's sequences")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def score_png(m: MetricsRead, title: str) -> bytes:
-    return metrics_service.plot_png(m, title)
-
 
 # --- the create form ----------------------------------------------------------------------
 

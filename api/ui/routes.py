@@ -22,6 +22,7 @@ from api.errors import LlomeError
 from api.models import TERMINAL_CAMPAIGN, CampaignStatus
 from api.services import batches as batch_service
 from api.services import campaigns as campaign_service
+from api.services import metrics as metrics_service
 from api.ui import auth, data
 
 HERE = Path(__file__).resolve().parent.parent
@@ -248,7 +249,7 @@ def plot(request: Request, campaign_id: int, kind: str = "score") -> Response:
         campaign = data.campaign_of(ctx.db, ctx.lab_id, campaign_id)
         m = data.metrics(ctx.db, campaign)
         title = f"campaign {campaign.id}: {campaign.name}"
-        png = data.fractions_png(m, title) if kind == "fractions" else data.score_png(m, title)
+        png = metrics_service.fractions_png(m, title) if kind == "fractions" else metrics_service.plot_png(m, title)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
