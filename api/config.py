@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     # Requests a second per API key (a token bucket per web process; 0 turns it off).
     rate_limit_per_s: float = 100.0
     rate_limit_burst: float = 300.0
+    # Database connections of one web process. At most db_pool_size + db_max_overflow requests
+    # are let in at once (the rest wait up to request_queue_s, then get a 503 with Retry-After),
+    # so a request that got in never waits for a connection held by one waiting for a thread.
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    db_pool_timeout_s: float = 5.0
+    request_queue_s: float = 10.0
 
     # Jobs. A claimed step holds a lease that a heartbeat renews every lease_s / 3; a step whose
     # worker died is claimable again once its lease ran out.
@@ -67,6 +74,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def max_concurrent_requests(self) -> int:
+        return max(1, self.db_pool_size + self.db_max_overflow)
 
     @property
     def embedded_worker(self) -> bool:

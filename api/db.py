@@ -61,10 +61,15 @@ def make_engine(settings: Settings) -> Engine:
     """An engine for ``settings.database_url``; SQLite gets foreign keys, WAL and write locks."""
     if settings.is_sqlite:
         _ensure_sqlite_dir(settings.database_url)
+        pool: dict[str, Any] = {}
+        if ":memory:" not in settings.database_url and "mode=memory" not in settings.database_url:
+            pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
+                    "pool_timeout": settings.db_pool_timeout_s}
         engine = create_engine(
             settings.database_url,
             # The embedded worker thread and the web threads share the file.
             connect_args={"check_same_thread": False, "timeout": 30},
+            **pool,
         )
 
         @event.listens_for(engine, "connect")
@@ -84,7 +89,8 @@ def make_engine(settings: Settings) -> Engine:
 
         return engine
     # pre_ping: the API and workers survive a Postgres restart without a stale-connection error.
-    return create_engine(settings.database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(settings.database_url, pool_pre_ping=True, pool_size=settings.db_pool_size,
+                         max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout_s)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

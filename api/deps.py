@@ -58,14 +58,13 @@ def get_lab(request: Request, session: SessionDep,
     if credentials is None:
         raise Unauthorized("this route needs an API key: send the header 'Authorization: Bearer <key>' "
                            "(create one with `llome keys create --lab NAME`)")
-    key = labs_service.key_for(session, credentials.credentials.strip())
-    if key is None:
+    found = labs_service.key_and_lab(session, credentials.credentials.strip())
+    if found is None:
         raise Unauthorized("the API key is unknown or revoked")
+    key, lab = found
     _limiter(request).check(key.id)
     request.state.api_key_id = key.id
     session.info[labs_service.PROVENANCE_KEY] = key.id  # stamped on what this request writes
-    lab = session.get(Lab, key.lab_id)
-    assert lab is not None  # api_key.lab_id is a foreign key
     return lab
 
 

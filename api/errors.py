@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("llome.api")
@@ -145,6 +146,14 @@ def install_handlers(app: FastAPI) -> None:
         return problem(422, "Invalid request",
                        "a value is outside what this service stores (integers are at most "
                        "2147483647)", request.url.path)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every database connection stayed busy for db_pool_timeout_s: overload, not a bug.
+        response = problem(503, "Service busy", "no database connection came free in time; retry "
+                           "after the Retry-After seconds", request.url.path)
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

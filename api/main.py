@@ -3,13 +3,18 @@ and the task publisher. Nothing is built at import time."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+import anyio.to_thread
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.config import Settings, get_settings
 from api.db import make_engine, make_sessionmaker, schema_is_current, upgrade
@@ -45,6 +50,10 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
             upgrade(settings)
         elif not schema_is_current(settings, engine):
             raise RuntimeError("the database schema is behind this version: run `llome db upgrade`")
+        # Each admitted request runs its sync parts on one thread at a time: enough threads for
+        # every admitted request, so none holds a connection while waiting for a thread.
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, settings.max_concurrent_requests + 8)
         yield
         engine.dispose()
 
@@ -55,26 +64,7 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
     app.state.publisher = publisher
     install_handlers(app)
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Any) -> Any:
-        # Refuse an oversized upload from its Content-Length, before the body is read or spooled.
-        length = request.headers.get("content-length")
-        limit = settings.max_upload_bytes + 64 * 1024  # room for the multipart envelope
-        if length is not None and length.isdigit() and int(length) > limit:
-            return problem(413, "Upload too large",
-                           f"the request body has {length} bytes; uploads are limited to "
-                           f"{settings.max_upload_bytes} bytes (LLOME_MAX_UPLOAD_BYTES)",
-                           request.url.path)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Any) -> Any:
-        # Every response names its request (taken from the client's X-Request-ID if given).
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = rid
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        return response
+    app.add_middleware(Gate, settings=settings)
 
     for module in (health, campaigns, measurements, batches, uploads, candidates, history):
         app.include_router(module.router)
@@ -82,3 +72,58 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
 
     install_ui(app)  # the dashboard under /ui (its pages call the same services)
     return app
+
+
+class Gate:
+    """Pure ASGI middleware in front of every HTTP request: its X-Request-ID (the client's, or a
+    new one), a 413 for an oversized upload from its Content-Length (before the body is read),
+    and admission: at most ``settings.max_concurrent_requests`` requests inside at once (one
+    pooled connection each); the others wait up to ``request_queue_s``, then get a 503."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self.settings.max_concurrent_requests))
+        return self._slots[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+
+        path = scope.get("path", "")
+        length = headers.get(b"content-length", b"").decode("latin-1")
+        limit = self.settings.max_upload_bytes + 64 * 1024  # room for the multipart envelope
+        if length.isdigit() and int(length) > limit:
+            response = problem(413, "Upload too large",
+                               f"the request body has {length} bytes; uploads are limited to "
+                               f"{self.settings.max_upload_bytes} bytes (LLOME_MAX_UPLOAD_BYTES)", path)
+            await response(scope, receive, send_with_id)
+            return
+        slots = self._semaphore()
+        try:
+            await asyncio.wait_for(slots.acquire(), self.settings.request_queue_s)
+        except TimeoutError:
+            response = problem(503, "Service busy",
+                               f"more than {self.settings.max_concurrent_requests} requests are in "
+                               f"progress and this one waited {self.settings.request_queue_s:g} s; "
+                               "retry after the Retry-After seconds", path)
+            response.headers["Retry-After"] = str(max(1, math.ceil(self.settings.request_queue_s / 10)))
+            await response(scope, receive, send_with_id)
+            return
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            slots.release()

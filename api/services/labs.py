@@ -84,6 +84,19 @@ def key_for(session: Session, key: str) -> ApiKey | None:
     return row
 
 
+def key_and_lab(session: Session, key: str) -> tuple[ApiKey, Lab] | None:
+    """The live key row matching ``key`` and its lab, in one query (every API request asks)."""
+    if not key or not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    digest = hash_key(key)
+    found = session.execute(
+        select(ApiKey, Lab).join(Lab, Lab.id == ApiKey.lab_id).where(ApiKey.key_hash == digest)
+    ).tuples().first()
+    if found is None or found[0].revoked_at is not None or not hmac.compare_digest(found[0].key_hash, digest):
+        return None
+    return found[0], found[1]
+
+
 def authenticate(session: Session, key: str) -> Lab | None:
     """The lab owning ``key``, or None when the key is unknown or revoked."""
     row = key_for(session, key.strip())
