@@ -42,6 +42,7 @@ from api.models import (
     UploadStatus,
 )
 from api.services import campaigns as campaign_service
+from api.services.labs import PROVENANCE_KEY
 from api.services import measurements as m
 from llome_core.sequences import Alphabet, SequenceError
 
@@ -306,9 +307,16 @@ def preview(session: Session, *, campaign: Campaign, batch: Batch | None, data: 
             filename: str | None, settings: Settings) -> tuple[Upload, bool]:
     """Store the file as a previewed upload with its report; (upload, True) when the same bytes
     were uploaded before (that upload is returned and nothing changes)."""
+    upload, already, _ = _preview(session, campaign=campaign, batch=batch, data=data,
+                                  filename=filename, settings=settings)
+    return upload, already
+
+
+def _preview(session: Session, *, campaign: Campaign, batch: Batch | None, data: bytes,
+             filename: str | None, settings: Settings) -> tuple[Upload, bool, Plan | None]:
     m._check_size(data, settings)
     if (prev := previous(session, campaign, data)) is not None:
-        return prev, True
+        return prev, True, None
     kind = RESULTS if batch is not None else MEASUREMENTS
     _refuse_closed(campaign, batch, kind)
     plan = validate(session, campaign=campaign, batch=batch, kind=kind, data=data, settings=settings)
@@ -318,21 +326,23 @@ def preview(session: Session, *, campaign: Campaign, batch: Batch | None, data: 
                     kind=kind, content=data, report=plan.report())
     session.add(upload)
     session.flush()
-    return upload, False
+    return upload, False, plan
 
 
 def commit(session: Session, *, campaign: Campaign, upload: Upload, skip_rejected: bool,
-           settings: Settings, now: datetime | None = None) -> Upload:
+           settings: Settings, now: datetime | None = None, plan: Plan | None = None) -> Upload:
     """Store every accepted row of a previewed upload, or raise (422) and store nothing. A
-    committed upload is returned unchanged. The caller holds the campaign lock."""
+    committed upload is returned unchanged. The caller holds the campaign lock; ``plan`` is the
+    validation just done in the same transaction (the one-step routes), else it is redone."""
     if upload.status == UploadStatus.COMMITTED:
         return upload
     now = now or utcnow()
     batch = session.get(Batch, upload.batch_id) if upload.batch_id is not None else None
     _refuse_closed(campaign, batch, upload.kind)
     assert upload.content is not None
-    plan = validate(session, campaign=campaign, batch=batch, kind=upload.kind, data=upload.content,
-                    settings=settings)
+    if plan is None:
+        plan = validate(session, campaign=campaign, batch=batch, kind=upload.kind,
+                        data=upload.content, settings=settings)
     label = what(upload.kind, batch)
     if plan.fatal:
         raise_if_errors(plan.errors, label)
@@ -344,18 +354,21 @@ def commit(session: Session, *, campaign: Campaign, upload: Upload, skip_rejecte
             "?skip_rejected=true to store the accepted rows only.",
             errors=[e.as_dict() for e in shown],
         )
-    seqs = m._get_or_create_sequences(session, campaign, [r.text for r in plan.store],
-                                      m._existing(session, campaign, [r.text for r in plan.store]))
+    seq_ids = m._sequence_ids(session, campaign, [r.text for r in plan.store])
+    # Core executemany in chunks, in the caller's transaction: no ORM object per row. The
+    # provenance hook only sees ORM objects, so the key is stamped here.
+    key_id = session.info.get(PROVENANCE_KEY)
+    batch_id = batch.id if batch else None
+    m._insert_rows(session, Measurement.__table__, [
+        {"campaign_id": campaign.id, "sequence_id": seq_ids[r.text],
+         "candidate_id": r.candidate.id if r.candidate else None, "batch_id": batch_id,
+         "upload_id": upload.id, "row": r.row, "value": r.value, "feasible": r.feasible,
+         "source": str(MeasurementSource.UPLOAD), "api_key_id": key_id, "created_at": now}
+        for r in plan.store
+    ])
     for r in plan.store:
-        cand = r.candidate
-        session.add(Measurement(
-            campaign_id=campaign.id, sequence_id=seqs[r.text].id,
-            candidate_id=cand.id if cand else None, batch_id=batch.id if batch else None,
-            upload_id=upload.id, row=r.row, value=r.value, feasible=r.feasible,
-            source=MeasurementSource.UPLOAD,
-        ))
-        if cand is not None:
-            cand.status, cand.status_changed_at = r.outcome, now
+        if r.candidate is not None:
+            r.candidate.status, r.candidate.status_changed_at = r.outcome, now
     for r in plan.controls:
         assert r.candidate is not None
         r.candidate.status, r.candidate.status_changed_at = r.outcome, now
@@ -401,10 +414,11 @@ def one_step(session: Session, *, campaign: Campaign, batch: Batch | None, data:
              filename: str | None, settings: Settings, now: datetime | None = None) -> tuple[Upload, bool, int]:
     """The one-step routes: preview and commit in one call (nothing stored on any error).
     Returns (upload, already_uploaded, duplicates)."""
-    upload, already = preview(session, campaign=campaign, batch=batch, data=data, filename=filename,
-                              settings=settings)
+    upload, already, plan = _preview(session, campaign=campaign, batch=batch, data=data,
+                                     filename=filename, settings=settings)
     if already and upload.status == UploadStatus.COMMITTED:
         return upload, True, 0
+    # Same transaction, campaign locked since the preview: its validation still holds.
     upload = commit(session, campaign=campaign, upload=upload, skip_rejected=False, settings=settings,
-                    now=now)
+                    now=now, plan=plan)
     return upload, False, int((upload.report or {}).get("duplicates", 0))
