@@ -5,7 +5,7 @@ Redis needed), makes a lab key and a few wet-lab campaigns each waiting for the 
 batch, then for each client count:
 
 * polling: every client loops ``GET /campaigns/{id}`` and ``GET /campaigns/{id}/batches/{bid}``
-  for ``--duration`` seconds;
+  for ``--duration`` seconds (on one keep-alive connection each, a bare asyncio client);
 * uploading: every client uploads small results files (``--upload-rows`` new labelled sequences
   per file) to its campaign for ``--duration`` seconds;
 
@@ -90,6 +90,67 @@ async def _run_clients(base: str, key: str, n: int, duration: float, work: Any) 
             "p99_ms": round(1000 * _percentile(latencies, 0.99), 1)}
 
 
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """One keep-alive HTTP/1.1 GET on an open connection; the status code (the body is read)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    code = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    if "content-length" in headers:
+        await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    if headers.get("connection", "").lower() == "close":
+        raise ConnectionResetError("the server closed the connection")
+    return code
+
+
+async def _run_pollers(host: str, port: int, key: str, n: int, duration: float,
+                       path: Any) -> dict[str, Any]:
+    """Like _run_clients for GETs, on a bare asyncio HTTP/1.1 client (one keep-alive connection
+    per client): httpx's pool costs milliseconds of CPU per request at 200 connections, so on
+    2 cores the load generator, not the server, set the latencies."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    deadline = time.perf_counter() + duration
+
+    async def one(i: int) -> None:
+        step, conn = 0, None
+        while time.perf_counter() < deadline:
+            request = (f"GET {path(i, step)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                       f"Authorization: Bearer {key}\r\n\r\n").encode()
+            t0 = time.perf_counter()
+            try:
+                if conn is None:
+                    conn = await asyncio.wait_for(asyncio.open_connection(host, port), 60)
+                code = await asyncio.wait_for(_get(*conn, request), 60)
+                if code < 400:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors[str(code)] = errors.get(str(code), 0) + 1
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                if conn is not None:
+                    conn[1].close()
+                conn = None
+            step += 1
+        if conn is not None:
+            conn[1].close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = time.perf_counter() - t0
+    return {"clients": n, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
+            "requests_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
+            "p99_ms": round(1000 * _percentile(latencies, 0.99), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llome bench load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                            f"campaign {cid} to propose its first batch", interval=0.5)
                 campaigns[j] = (cid, c.get(f"/campaigns/{cid}/batches").json()["items"][0]["id"])
 
-        async def poll(client: httpx.AsyncClient, i: int, step: int) -> httpx.Response:
+        def poll(i: int, step: int) -> str:
             cid, bid = campaigns[i % len(campaigns)]
-            return await client.get(f"/campaigns/{cid}" if step % 2 else f"/campaigns/{cid}/batches/{bid}")
+            return f"/campaigns/{cid}" if step % 2 else f"/campaigns/{cid}/batches/{bid}"
 
         async def upload(client: httpx.AsyncClient, i: int, step: int) -> httpx.Response:
             # A new file each time (fresh sequences): every upload stores rows.
@@ -167,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                                      files={"file": (f"r{i}-{step}.csv", data, "text/csv")})
 
         for n in counts:
-            r = asyncio.run(_run_clients(base, key, n, duration, poll))
+            r = asyncio.run(_run_pollers("127.0.0.1", port, key, n, duration, poll))
             print(f"polling   {n:4d} clients: {r['requests_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
                   f"p99 {r['p99_ms']:7.1f} ms  ({r['requests']} requests, errors {r['errors']})", flush=True)
             results["polling"].append(r)
