@@ -18,11 +18,12 @@ from api.services import campaigns as campaign_service
 from api.services import labs as labs_service
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Dependencies that touch no database are async: a sync one costs a trip to the threadpool.
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session_factory(request: Request) -> sessionmaker[Session]:
+async def get_session_factory(request: Request) -> sessionmaker[Session]:
     return request.app.state.session_factory
 
 
@@ -79,7 +80,7 @@ def _limiter(request: Request) -> RateLimiter:
 LabDep = Annotated[Lab, Depends(get_lab)]
 
 
-def get_api_key_id(request: Request, lab: LabDep) -> int:
+async def get_api_key_id(request: Request, lab: LabDep) -> int:
     """The id of the key that authenticated this request (for provenance)."""
     return request.state.api_key_id
 
