@@ -23,6 +23,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -151,6 +152,35 @@ async def _run_pollers(host: str, port: int, key: str, n: int, duration: float,
             "p99_ms": round(1000 * _percentile(latencies, 0.99), 1)}
 
 
+def _scratch_database(admin_url: str, name: str, *, create: bool) -> str:
+    """Drop database ``name`` if it exists, create it again when ``create``; returns its URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if create:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llome bench load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -167,11 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     duration = min(max(args.duration, 1.0), 120.0)
     counts = [min(int(c), 1000) for c in args.clients.split(",") if c.strip()]
 
-    from tests.conftest import create_database, drop_database  # one way to make a scratch database
-    from tests.integration.conftest import free_port, wait_until
-
     name = f"llome_load_{os.getpid()}"
-    url = create_database(name)
+    url = _scratch_database(args.pg_admin_url, name, create=True)
     port = args.port or free_port()
     base = f"http://127.0.0.1:{port}"
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / name
@@ -260,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
-        drop_database(name)
+        _scratch_database(args.pg_admin_url, name, create=False)
     results["setup"] = {"cpus": os.cpu_count(), "server": "llome serve (one uvicorn process, embedded worker)",
                         "database": "Postgres on 127.0.0.1", "duration_s": duration}
     if args.out:
