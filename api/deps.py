@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
+from api.db import session_scope
 from api.errors import Unauthorized
 from api.models import Campaign, Lab
 from api.ratelimit import RateLimiter
@@ -30,14 +31,8 @@ async def get_session_factory(request: Request) -> sessionmaker[Session]:
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back on error.
     Tasks queued with ``enqueue_after_commit`` are sent only after the commit."""
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    with factory() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with session_scope(request.app.state.session_factory) as session:
+        yield session
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
