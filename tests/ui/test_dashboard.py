@@ -193,7 +193,9 @@ def test_another_labs_campaign_does_not_exist_on_the_dashboard(server: Server) -
         assert other.get(f"/ui/campaigns/{cid}/plot.png").status_code == 404
         assert f'data-campaign="{cid}"' not in other.get("/ui").text
     with closing(session_client(server, server.key)) as ours:
-        assert ours.get(f"/ui/campaigns/{cid}").status_code == 200
+        page = ours.get(f"/ui/campaigns/{cid}")
+        assert page.status_code == 200
+        assert "<title>ours · llome</title>" in page.text  # the title is the name, not markup
 
 
 def test_a_form_post_without_the_sessions_csrf_token_changes_nothing(server: Server) -> None:
