@@ -85,10 +85,7 @@ async def _run_clients(base: str, key: str, n: int, duration: float, work: Any) 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
         elapsed = time.perf_counter() - t0
-    return {"clients": n, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
-            "requests_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
-            "p99_ms": round(1000 * _percentile(latencies, 0.99), 1)}
+    return _summary(n, latencies, errors, elapsed)
 
 
 async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
@@ -146,6 +143,11 @@ async def _run_pollers(host: str, port: int, key: str, n: int, duration: float,
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.perf_counter() - t0
+    return _summary(n, latencies, errors, elapsed)
+
+
+def _summary(n: int, latencies: list[float], errors: dict[str, int], elapsed: float) -> dict[str, Any]:
+    """Throughput and latency percentiles of one load phase."""
     return {"clients": n, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
             "requests_per_s": round(len(latencies) / elapsed, 1),
             "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
