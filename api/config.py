@@ -39,8 +39,10 @@ class Settings(BaseSettings):
     # Database connections of one web process. At most db_pool_size + db_max_overflow requests
     # are let in at once (the rest wait up to request_queue_s, then get a 503 with Retry-After),
     # so a request that got in never waits for a connection held by one waiting for a thread.
-    db_pool_size: int = 5
-    db_max_overflow: int = 5
+    # No overflow by default: an overflow connection is opened and closed per request, a new
+    # Postgres backend each time, just when the process is busiest.
+    db_pool_size: int = 10
+    db_max_overflow: int = 0
     db_pool_timeout_s: float = 5.0
     request_queue_s: float = 10.0
 

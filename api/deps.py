@@ -1,21 +1,21 @@
 """Dependencies: settings, one transaction per request, the lab of the API key (401 otherwise),
-the lab's campaigns (404 otherwise, also for another lab's)."""
+the lab's campaigns (404 otherwise, also for another lab's). Every route but /health and the
+docs depends on :func:`get_lab` or on a campaign dependency; both check the key."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from api.config import Settings
-from api.db import session_scope
-from api.errors import Unauthorized
+from api.errors import CampaignNotFound, Unauthorized
 from api.models import Campaign, Lab
 from api.ratelimit import RateLimiter
-from api.services import campaigns as campaign_service
 from api.services import labs as labs_service
 
 
@@ -28,11 +28,28 @@ async def get_session_factory(request: Request) -> sessionmaker[Session]:
     return request.app.state.session_factory
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request: committed when the route returns, rolled back on error.
-    Tasks queued with ``enqueue_after_commit`` are sent only after the commit."""
-    with session_scope(request.app.state.session_factory) as session:
+    Tasks queued with ``enqueue_after_commit`` are sent only after the commit. Opening a session
+    touches no database (its connection is taken at the first query), so only the end goes to
+    the threadpool."""
+    session = request.app.state.session_factory()
+    try:
         yield session
+    except BaseException:
+        await run_in_threadpool(_end, session, False)
+        raise
+    await run_in_threadpool(_end, session, True)
+
+
+def _end(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
@@ -48,19 +65,30 @@ bearer = HTTPBearer(auto_error=False, scheme_name="APIKey",
                                 "(the embedded default writes its first key to .llome/api-key)")
 
 
-def get_lab(request: Request, session: SessionDep,
-            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Lab:
-    """The lab whose key is in ``Authorization: Bearer <key>``; 401 otherwise."""
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _presented_key(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None:
         raise Unauthorized("this route needs an API key: send the header 'Authorization: Bearer <key>' "
                            "(create one with `llome keys create --lab NAME`)")
-    found = labs_service.key_and_lab(session, credentials.credentials.strip())
+    return credentials.credentials.strip()
+
+
+def _accept(request: Request, session: Session, key_id: int) -> None:
+    """A request with a live key: its rate limit, and the key stamped on what it writes."""
+    _limiter(request).check(key_id)
+    request.state.api_key_id = key_id
+    session.info[labs_service.PROVENANCE_KEY] = key_id
+
+
+def get_lab(request: Request, session: SessionDep, credentials: Credentials) -> Lab:
+    """The lab whose key is in ``Authorization: Bearer <key>``; 401 otherwise."""
+    found = labs_service.key_and_lab(session, _presented_key(credentials))
     if found is None:
         raise Unauthorized("the API key is unknown or revoked")
     key, lab = found
-    _limiter(request).check(key.id)
-    request.state.api_key_id = key.id
-    session.info[labs_service.PROVENANCE_KEY] = key.id  # stamped on what this request writes
+    _accept(request, session, key.id)
     return lab
 
 
@@ -75,22 +103,31 @@ def _limiter(request: Request) -> RateLimiter:
 LabDep = Annotated[Lab, Depends(get_lab)]
 
 
-async def get_api_key_id(request: Request, lab: LabDep) -> int:
-    """The id of the key that authenticated this request (for provenance)."""
-    return request.state.api_key_id
+def _campaign(request: Request, session: Session, campaign_id: int, credentials: HTTPAuthorizationCredentials | None,
+              *, lock: bool) -> Campaign:
+    # Key and campaign in one query (polling clients ask this many times a second); only a miss
+    # asks again, to tell a bad key (401) from another lab's or a missing campaign (404, alike).
+    key = _presented_key(credentials)
+    found = labs_service.campaign_for_key(session, campaign_id, key, lock=lock)
+    if found is None:
+        if labs_service.key_and_lab(session, key) is None:
+            raise Unauthorized("the API key is unknown or revoked")
+        raise CampaignNotFound(campaign_id)
+    campaign, key_id = found
+    _accept(request, session, key_id)
+    return campaign
 
 
-ApiKeyIdDep = Annotated[int, Depends(get_api_key_id)]
+def get_campaign(campaign_id: int, request: Request, session: SessionDep, credentials: Credentials) -> Campaign:
+    """The campaign, if the key's lab owns it; another lab's campaign is a 404, exactly like one
+    that does not exist; a bad key is a 401."""
+    return _campaign(request, session, campaign_id, credentials, lock=False)
 
 
-def get_campaign(campaign_id: int, session: SessionDep, lab: LabDep) -> Campaign:
-    """The lab's campaign; another lab's campaign is a 404, exactly like one that does not exist."""
-    return campaign_service.get_or_404(session, campaign_id, lab_id=lab.id)
-
-
-def get_campaign_locked(campaign_id: int, session: SessionDep, lab: LabDep) -> Campaign:
+def get_campaign_locked(campaign_id: int, request: Request, session: SessionDep,
+                        credentials: Credentials) -> Campaign:
     """The campaign row locked for this transaction: writers of one campaign take turns."""
-    return campaign_service.get_or_404(session, campaign_id, lock=True, lab_id=lab.id)
+    return _campaign(request, session, campaign_id, credentials, lock=True)
 
 
 CampaignDep = Annotated[Campaign, Depends(get_campaign)]

@@ -9,8 +9,10 @@ write a sequence as a string of one letter per state: wet-lab campaigns bring th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 EHRLICH_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -57,6 +59,8 @@ class Alphabet:
         return [index[c] for c in text]
 
     def encode(self, texts: list[str], length: int) -> torch.Tensor:
+        import torch  # here, not above: the web service checks letters and never loads torch
+
         return torch.tensor([self.encode_one(t, length) for t in texts], dtype=torch.long).reshape(
             len(texts), length
         )
@@ -75,6 +79,8 @@ def hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def pairwise_hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``(n, m)`` matrix of mismatch counts between rows of ``a`` (n, L) and ``b`` (m, L)."""
+    import torch
+
     n, length = a.shape
     out = torch.zeros(n, b.shape[0], dtype=torch.int32)
     for pos in range(length):  # L passes over an (n, m) matrix: no (n, m, L) temporary

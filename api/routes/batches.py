@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Request, Response, UploadFile, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.csvio import write_rows
-from api.deps import CampaignDep, LockedCampaignDep, SessionDep, SettingsDep, get_lab
+from api.deps import CampaignDep, LockedCampaignDep, SessionDep, SettingsDep
+from api.routes import json_of
 from api.routes.campaigns import Cursor, Limit, parse_cursor
 from api.routes.measurements import IdempotencyKeyHeader, read_upload
 from api.schemas.batches import BatchPage, BatchRead
@@ -16,8 +17,7 @@ from api.services import batches as service
 from api.services import idempotency
 from api.services import measurements as measurement_service
 
-router = APIRouter(prefix="/campaigns", tags=["batches"], responses=PROBLEM_RESPONSES,
-                   dependencies=[Depends(get_lab)])
+router = APIRouter(prefix="/campaigns", tags=["batches"], responses=PROBLEM_RESPONSES)
 
 
 @router.get("/{campaign_id}/batches", response_model=BatchPage)
@@ -31,13 +31,13 @@ def list_batches(campaign: CampaignDep, session: SessionDep, cursor: Cursor = No
 @router.get("/{campaign_id}/batches/{batch_id}", response_model=BatchRead,
             responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
 def get_batch(campaign: CampaignDep, batch_id: int, session: SessionDep, request: Request,
-              format: str | None = None) -> BatchRead | Response:
+              format: str | None = None) -> Response:
     """A batch and its candidates; as CSV (``candidate_id,sequence,score,feasible``) with
     ``?format=csv`` or ``Accept: text/csv``: fill in score (and feasible) and upload it back."""
     batch = service.get_or_404(session, campaign, batch_id)
     wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
     if not wants_csv:
-        return service.read(session, batch)
+        return json_of(service.read(session, batch))
     rows = [[c.candidate_id, c.sequence, c.score, c.feasible] for c in service.candidates(session, batch)]
     return StreamingResponse(
         write_rows(service.CSV_COLUMNS, rows), media_type="text/csv; charset=utf-8",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
-from api.deps import CampaignDep, FactoryDep, LabDep, LockedCampaignDep, SessionDep, get_lab
+from api.deps import CampaignDep, FactoryDep, LabDep, LockedCampaignDep, SessionDep
 from api.errors import LlomeError
+from api.routes import json_of
 from api.schemas.batches import MetricsRead
 from api.schemas.campaigns import CampaignCreate, CampaignPage, CampaignRead
 from api.schemas.common import PROBLEM_RESPONSES, Page
@@ -19,8 +20,7 @@ from api.services import idempotency
 from api.services import metrics as metrics_service
 from api.services import sequences as sequence_service
 
-router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=PROBLEM_RESPONSES,
-                   dependencies=[Depends(get_lab)])
+router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=PROBLEM_RESPONSES)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
@@ -62,9 +62,9 @@ def list_campaigns(session: SessionDep, lab: LabDep, cursor: Cursor = None, limi
 
 
 @router.get("/{campaign_id}", response_model=CampaignRead)
-def get_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignRead:
+def get_campaign(campaign: CampaignDep, session: SessionDep) -> Response:
     """State, progress (phase, step, percent, ETA) and, on failure, the error in words."""
-    return service.to_read(session, campaign)
+    return json_of(service.to_read(session, campaign))
 
 
 @router.post("/{campaign_id}/pause", response_model=CampaignRead)

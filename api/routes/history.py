@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Response, status
 
-from api.deps import CampaignDep, LockedCampaignDep, SessionDep, get_lab
+from api.deps import CampaignDep, LockedCampaignDep, SessionDep
 from api.schemas.common import PROBLEM_RESPONSES
 from api.schemas.history import CorrectionCreate, HistoryRead
 from api.services import history as service
 
-router = APIRouter(prefix="/campaigns", tags=["measurements"], responses=PROBLEM_RESPONSES,
-                   dependencies=[Depends(get_lab)])
+router = APIRouter(prefix="/campaigns", tags=["measurements"], responses=PROBLEM_RESPONSES)
 
 
 @router.get("/{campaign_id}/sequences/{sequence_id}/history", response_model=HistoryRead)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Header, Response, UploadFile, status
+from fastapi import APIRouter, File, Header, Response, UploadFile, status
 from fastapi.responses import JSONResponse
 
-from api.deps import LockedCampaignDep, SessionDep, SettingsDep, get_lab
+from api.deps import LockedCampaignDep, SessionDep, SettingsDep
 from api.schemas.common import PROBLEM_RESPONSES
 from api.schemas.measurements import UploadReport
 from api.services import idempotency
 from api.services import measurements as service
 
-router = APIRouter(prefix="/campaigns", tags=["measurements"], responses=PROBLEM_RESPONSES,
-                   dependencies=[Depends(get_lab)])
+router = APIRouter(prefix="/campaigns", tags=["measurements"], responses=PROBLEM_RESPONSES)
 
 
 IdempotencyKeyHeader = Annotated[

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from api.errors import BatchNotFound
@@ -12,8 +12,21 @@ from api.schemas.batches import BatchRead, BatchSummary, CandidateRead
 CSV_COLUMNS = ["candidate_id", "sequence", "score", "feasible"]
 
 
+# The polled queries are built once (building a statement costs more Python than running it).
+_BATCH = select(Batch).where(Batch.id == bindparam("batch_id"), Batch.campaign_id == bindparam("campaign_id"))
+_CANDIDATES = (
+    select(Candidate.id, Sequence.text, Candidate.status, Measurement.value, Measurement.feasible,
+           Candidate.parent, Candidate.trajectory_seed, Candidate.refinement_step,
+           Candidate.temperature, Candidate.log_likelihood, Candidate.is_control, Candidate.control_score)
+    .join(Sequence, Sequence.id == Candidate.sequence_id)
+    .outerjoin(Measurement, (Measurement.candidate_id == Candidate.id) & Measurement.superseded_at.is_(None))
+    .where(Candidate.batch_id == bindparam("batch_id"))
+    .order_by(Candidate.position)
+)
+
+
 def get_or_404(session: Session, campaign: Campaign, batch_id: int) -> Batch:
-    batch = session.scalar(select(Batch).where(Batch.id == batch_id, Batch.campaign_id == campaign.id))
+    batch = session.scalar(_BATCH, {"batch_id": batch_id, "campaign_id": campaign.id})
     if batch is None:
         raise BatchNotFound(campaign.id, batch_id)
     return batch
@@ -50,22 +63,16 @@ def list_(session: Session, campaign: Campaign, *, cursor: int | None, limit: in
 
 
 def candidates(session: Session, batch: Batch) -> list[CandidateRead]:
-    rows = session.execute(
-        select(Candidate, Sequence.text, Measurement.value, Measurement.feasible)
-        .join(Sequence, Sequence.id == Candidate.sequence_id)
-        .outerjoin(Measurement, (Measurement.candidate_id == Candidate.id)
-                   & Measurement.superseded_at.is_(None))
-        .where(Candidate.batch_id == batch.id)
-        .order_by(Candidate.position)
-    ).tuples().all()
+    # Columns, not ORM objects: polled often, and nothing here is changed.
+    rows = session.execute(_CANDIDATES, {"batch_id": batch.id}).tuples().all()
     return [
         CandidateRead(
-            candidate_id=c.id, sequence=text, status=c.status, score=value, feasible=feasible,
-            parent=c.parent, trajectory_seed=c.trajectory_seed, refinement_step=c.refinement_step,
-            temperature=c.temperature, log_likelihood=c.log_likelihood,
-            is_control=bool(c.is_control), control_score=c.control_score,
+            candidate_id=cid, sequence=text, status=status, score=value, feasible=feasible,
+            parent=parent, trajectory_seed=seed, refinement_step=step, temperature=temperature,
+            log_likelihood=ll, is_control=bool(is_control), control_score=control_score,
         )
-        for c, text, value, feasible in rows
+        for (cid, text, status, value, feasible, parent, seed, step, temperature, ll, is_control,
+             control_score) in rows
     ]
 
 

@@ -129,7 +129,9 @@ def progress(session: Session, campaign: Campaign, now: datetime | None = None) 
     """Phase, step, percent and ETA of the running step; the waiting message otherwise."""
     now = now or utcnow()
     p = Progress(round=campaign.round, rounds=campaign.rounds, message=campaign.message)
-    if campaign.status in TERMINAL_CAMPAIGN:
+    # Finished, or waiting for the lab (a round's steps are all done before it waits): no step
+    # runs, so no query (labs poll campaigns in this state most).
+    if campaign.status in TERMINAL_CAMPAIGN or campaign.status == CampaignStatus.AWAITING_LABELS:
         return p
     job = current_job(session, campaign)
     if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):

@@ -15,7 +15,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from sqlalchemy import event, select, update
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.orm import Session
 
 from api.db import utcnow
@@ -95,6 +95,30 @@ def key_and_lab(session: Session, key: str) -> tuple[ApiKey, Lab] | None:
     if found is None or found[0].revoked_at is not None or not hmac.compare_digest(found[0].key_hash, digest):
         return None
     return found[0], found[1]
+
+
+# Built once: every request to a campaign runs it, and building a statement costs more Python
+# than running it.
+_CAMPAIGN_FOR_KEY = (
+    select(Campaign, ApiKey.id).join(ApiKey, ApiKey.lab_id == Campaign.lab_id)
+    .where(Campaign.id == bindparam("campaign_id"), ApiKey.key_hash == bindparam("key_hash"),
+           ApiKey.revoked_at.is_(None))
+)
+# One row lock per campaign serializes its writers (uploads, steps, pause) without locking
+# candidates or measurements (Optuna's deadlock lesson), nor the key.
+_CAMPAIGN_FOR_KEY_LOCKED = _CAMPAIGN_FOR_KEY.with_for_update(of=Campaign)
+
+
+def campaign_for_key(session: Session, campaign_id: int, key: str, *,
+                     lock: bool = False) -> tuple[Campaign, int] | None:
+    """The campaign and the id of ``key`` when the key is live and its lab owns the campaign,
+    in one query; None otherwise (a bad key, another lab's or a missing campaign). ``lock``
+    takes the campaign's row lock: writers of one campaign take turns."""
+    if not key or not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    found = session.execute(_CAMPAIGN_FOR_KEY_LOCKED if lock else _CAMPAIGN_FOR_KEY,
+                            {"campaign_id": campaign_id, "key_hash": hash_key(key)}).tuples().first()
+    return None if found is None else (found[0], found[1])
 
 
 def authenticate(session: Session, key: str) -> Lab | None:

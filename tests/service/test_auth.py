@@ -61,14 +61,27 @@ def test_an_unknown_or_malformed_key_is_a_401(anon_client, header: str) -> None:
     assert r.json()["status"] == 401
 
 
+def test_an_unknown_key_on_a_campaign_is_a_401_not_a_404(client, anon_client) -> None:
+    # Campaign routes check key and campaign in one query; a miss must still tell the two apart.
+    cid = _wetlab(client)
+    for path in (f"/campaigns/{cid}", f"/campaigns/{cid + 1000}"):
+        r = anon_client.get(path, headers={"Authorization": "Bearer llome_not-a-real-key"})
+        assert r.status_code == 401, (path, r.text)
+    assert client.get(f"/campaigns/{cid + 1000}").status_code == 404
+
+
 def test_a_revoked_key_stops_working_at_once(anon_client, session_factory) -> None:
     key = make_key(session_factory)
-    assert anon_client.get("/campaigns", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    auth = {"Authorization": f"Bearer {key}"}
+    assert anon_client.get("/campaigns", headers=auth).status_code == 200
+    cid = _wetlab(TestClient(anon_client.app, headers=auth))
+    assert anon_client.get(f"/campaigns/{cid}", headers=auth).status_code == 200
     with session_scope(session_factory) as s:
         row = s.scalar(select(ApiKey).where(ApiKey.key_hash == labs.hash_key(key)))
         assert labs.revoke(s, row.id)
-    r = anon_client.get("/campaigns", headers={"Authorization": f"Bearer {key}"})
-    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    for path in ("/campaigns", f"/campaigns/{cid}", f"/campaigns/{cid}/batches"):
+        r = anon_client.get(path, headers=auth)
+        assert r.status_code == 401 and "revoked" in r.json()["detail"], (path, r.text)
 
 
 def test_another_labs_campaign_is_a_404_everywhere(client, anon_client, session_factory) -> None:
