@@ -26,7 +26,8 @@ BENCHMARKS: dict[str, str] = {
 USAGE = """usage: llome <command> [options]
 
 commands:
-  serve [--host H] [--port P]      start the web service (embedded SQLite + in-process worker
+  serve [--host H] [--port P] [--web-processes N]
+                                   start the web service (embedded SQLite + in-process worker
                                    unless DATABASE_URL / REDIS_URL are set)
   worker [--queues gpu,cpu]        start a Celery worker
   db upgrade                       apply the database migrations

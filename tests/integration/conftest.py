@@ -134,8 +134,10 @@ class Procs:
     def worker(self, name: str = "worker") -> Proc:
         return self.start(name, [LLOME, "worker", "--queues", "gpu,cpu", "--loglevel", "INFO"])
 
-    def server(self, port: int, cwd: Path | None = None, env: dict[str, str] | None = None) -> Proc:
-        p = self.start("serve", [LLOME, "serve", "--port", str(port)], cwd=cwd, env=env)
+    def server(self, port: int, cwd: Path | None = None, env: dict[str, str] | None = None,
+               web_processes: int = 1) -> Proc:
+        p = self.start("serve", [LLOME, "serve", "--port", str(port), "--web-processes", str(web_processes)],
+                       cwd=cwd, env=env)
         wait_for_http(f"http://127.0.0.1:{port}", p)
         return p
 

@@ -1,5 +1,6 @@
-"""End to end over HTTP on the real stack: ``llome serve`` (uvicorn) on Postgres, Redis as the
-broker, and a ``llome worker`` Celery process running the tiny LLOME campaigns."""
+"""End to end over HTTP on the real stack: ``llome serve`` (uvicorn, two web processes) on
+Postgres, Redis as the broker, and a ``llome worker`` Celery process running the tiny LLOME
+campaigns."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def stack(module_pg_url: str, redis_db: str, tmp_path_factory: pytest.TempPathFa
     procs = Procs(tmp, env)
     try:
         port = free_port()
-        procs.server(port)
+        procs.server(port, web_processes=2)  # as deployed: one web process per core
         procs.worker()
         key = cli_key(env)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=auth(key)) as client:

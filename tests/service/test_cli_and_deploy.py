@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,22 @@ def test_llome_worker_needs_a_broker(env_settings: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["worker"])
     assert exc.value.code == 2
+
+
+def test_several_web_processes_need_a_broker(env_settings: Path) -> None:
+    # The embedded worker takes tasks from one process's memory: a second process could not reach it.
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--web-processes", "2"])
+    assert exc.value.code == 2
+
+
+def test_the_web_process_never_loads_torch(tmp_path: Path) -> None:
+    # Torch would triple a web process's objects, and its garbage collections stall every request.
+    code = ("import sys; from api.main import create_app; from api.config import Settings; "
+            f"create_app(Settings(database_url='sqlite:///{tmp_path}/w.db', redis_url='redis://127.0.0.1:6379/15'), "
+            "migrate=False); sys.exit(int('torch' in sys.modules or 'transformers' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr or "the web app imported torch"
 
 
 def test_compose_runs_llome_commands_on_one_image() -> None:
