@@ -74,10 +74,14 @@ def test_instance_matches_holo(index: int):
     fx = fixtures()[index]
     f = built(index)
     assert f.transition_matrix.dtype == torch.float32
-    assert torch.equal(
-        f.transition_matrix, torch.tensor(fx["transition_matrix"], dtype=torch.float32)
-    )
-    assert torch.equal(f.stationary_dist, torch.tensor(fx["stationary_dist"], dtype=torch.float32))
+    # Probabilities to the last float32 bit where it can be: the reductions that normalize
+    # them round differently on different CPUs (1 ulp seen between AVX2 and AVX-512 machines,
+    # holo's own code included). The feasible set, the support of the chain, is exact.
+    matrix = torch.tensor(fx["transition_matrix"], dtype=torch.float32)
+    assert torch.equal(f.transition_matrix == 0, matrix == 0)
+    torch.testing.assert_close(f.transition_matrix, matrix, rtol=0, atol=1e-7)
+    torch.testing.assert_close(f.stationary_dist, torch.tensor(fx["stationary_dist"], dtype=torch.float32),
+                               rtol=1e-5, atol=1e-7)  # solved from the matrix: a few ulps
     assert [m.tolist() for m in f.motifs] == fx["motifs"]
     assert [s.tolist() for s in f.spacings] == fx["spacings"]
     for n, expected in fx["initial_solution"].items():
