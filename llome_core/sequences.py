@@ -9,6 +9,7 @@ write a sequence as a string of one letter per state: wet-lab campaigns bring th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,17 +46,25 @@ class Alphabet:
     def size(self) -> int:
         return len(self.letters)
 
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.letters)}
+
+    def check(self, text: str, length: int | None = None) -> None:
+        """Raise :class:`SequenceError` saying which letter or length is wrong (``text`` as is:
+        no stripping). Uploads check every row, so the common case is one set operation."""
+        index = self._index
+        if not index.keys() >= set(text):
+            bad = sorted({c for c in text if c not in index})
+            raise SequenceError(f"letters {''.join(bad)!r} are not in the alphabet {self.letters!r}")
+        if length is not None and len(text) != length:
+            raise SequenceError(f"length {len(text)}, expected {length}")
+
     def encode_one(self, text: str, length: int | None = None) -> list[int]:
         """States of one sequence; raises :class:`SequenceError` saying which letter or length is wrong."""
         text = text.strip()
-        index = {c: i for i, c in enumerate(self.letters)}
-        bad = sorted({c for c in text if c not in index})
-        if bad:
-            raise SequenceError(
-                f"letters {''.join(bad)!r} are not in the alphabet {self.letters!r}"
-            )
-        if length is not None and len(text) != length:
-            raise SequenceError(f"length {len(text)}, expected {length}")
+        self.check(text, length)
+        index = self._index
         return [index[c] for c in text]
 
     def encode(self, texts: list[str], length: int) -> torch.Tensor:

@@ -190,7 +190,7 @@ def _validate_measurements(session: Session, campaign: Campaign, table: CsvTable
     for row_no, cells in table.rows:
         text = m._sequence_text(cells["sequence"])
         try:
-            alphabet.encode_one(text, campaign.length)
+            alphabet.check(text, campaign.length)
         except SequenceError as exc:
             errors.append(CsvError(row_no, "sequence", f"sequence {text!r}: {exc}"))
             continue
@@ -359,13 +359,14 @@ def commit(session: Session, *, campaign: Campaign, upload: Upload, skip_rejecte
     # provenance hook only sees ORM objects, so the key is stamped here.
     key_id = session.info.get(PROVENANCE_KEY)
     batch_id = batch.id if batch else None
-    m._insert_rows(session, Measurement.__table__, [
-        {"campaign_id": campaign.id, "sequence_id": seq_ids[r.text],
-         "candidate_id": r.candidate.id if r.candidate else None, "batch_id": batch_id,
-         "upload_id": upload.id, "row": r.row, "value": r.value, "feasible": r.feasible,
-         "source": str(MeasurementSource.UPLOAD), "api_key_id": key_id, "created_at": now}
-        for r in plan.store
-    ])
+    m._insert_rows(
+        session, Measurement.__table__,
+        {"campaign_id": campaign.id, "batch_id": batch_id, "upload_id": upload.id,
+         "source": str(MeasurementSource.UPLOAD), "api_key_id": key_id, "created_at": now},
+        [(seq_ids[r.text], r.candidate.id if r.candidate else None, r.row, r.value, r.feasible)
+         for r in plan.store],
+        ["sequence_id", "candidate_id", "row", "value", "feasible"],
+    )
     for r in plan.store:
         if r.candidate is not None:
             r.candidate.status, r.candidate.status_changed_at = r.outcome, now

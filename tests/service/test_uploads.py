@@ -96,6 +96,36 @@ def test_uploading_the_same_measurements_twice_adds_nothing(client, session_fact
     assert counts(session_factory, cid) == (30, 1, 30)
 
 
+def test_every_stored_value_is_exactly_the_uploaded_one(client, session_factory) -> None:
+    # Rows reach Postgres as COPY text written by us: floats, nulls, booleans and times must
+    # come back unchanged.
+    cid = wetlab(client)
+    scores = ["0.1", "1e-05", "-3.5", "0.30000000000000004", "123456789.12345679", "2", "5e-324"]
+    seqs = [s for s, _ in seed_rows(len(scores) + 1)]
+    rows = [(s, v, "") for s, v in zip(seqs, scores)] + [(seqs[-1], "", "false")]
+    r = upload(client, cid, csv_bytes("sequence,score,feasible", rows))
+    assert r.status_code == 201, r.text
+    with session_factory() as s:
+        stored = {seq: (m.value, m.feasible, m.row, m.created_at, m.api_key_id) for m, seq in s.execute(
+            select(Measurement, Sequence.text).join(Sequence, Sequence.id == Measurement.sequence_id)
+            .where(Measurement.campaign_id == cid)).tuples()}
+    assert {seq: v[:3] for seq, v in stored.items()} == {
+        **{seq: (float(v), True, i + 2) for i, (seq, v) in enumerate(zip(seqs, scores))},
+        seqs[-1]: (None, False, len(scores) + 2)}
+    assert len({v[3] for v in stored.values()}) == 1 and next(iter(stored.values()))[3].tzinfo is not None
+    assert all(v[4] is not None for v in stored.values())  # the key that uploaded them
+
+
+def test_copy_text_escapes_what_would_end_a_cell() -> None:
+    from datetime import UTC, datetime
+
+    from api.services.measurements import _copy_cell
+
+    assert _copy_cell("a\tb\\c\nd\re") == "a\\tb\\\\c\\nd\\re"
+    assert [_copy_cell(v) for v in (None, True, False, 7, 0.1)] == ["\\N", "t", "f", "7", "0.1"]
+    assert _copy_cell(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "2026-01-02T03:04:05.000006+00:00"
+
+
 def test_overlapping_files_store_each_measurement_once(client, session_factory) -> None:
     cid = wetlab(client)
     rows = seed_rows(20)
