@@ -61,6 +61,7 @@ class Row:
     value: float | None = None
     feasible: bool = True
     candidate: Candidate | None = None
+    sequence_id: int | None = None  # None: a sequence new to the campaign
 
 
 @dataclass
@@ -223,6 +224,7 @@ def _validate_measurements(session: Session, campaign: Campaign, table: CsvTable
                                        f"{m._describe(stored)}; to correct it, POST /campaigns/{campaign.id}/sequences/"
                                        f"{stored.sequence_id}/corrections"))
         else:
+            r.sequence_id = seq.id if seq is not None else None
             plan.store.append(r)
 
 
@@ -249,7 +251,8 @@ def _validate_results(session: Session, campaign: Campaign, batch: Batch, table:
         first_row[cand.id] = row_no
         parsed = _outcome(cells, row_no, errors)
         if parsed is not None:
-            rows.append(Row(row_no, texts[cand.sequence_id], *parsed, candidate=cand))
+            rows.append(Row(row_no, texts[cand.sequence_id], *parsed, candidate=cand,
+                            sequence_id=cand.sequence_id))
 
     measured = m._measured(session, [r.candidate.sequence_id for r in rows if r.candidate])
     for r in rows:
@@ -354,7 +357,7 @@ def commit(session: Session, *, campaign: Campaign, upload: Upload, skip_rejecte
             "?skip_rejected=true to store the accepted rows only.",
             errors=[e.as_dict() for e in shown],
         )
-    seq_ids = m._sequence_ids(session, campaign, [r.text for r in plan.store])
+    seq_ids = m._sequence_ids(session, campaign, [r.text for r in plan.store if r.sequence_id is None])
     # Core executemany in chunks, in the caller's transaction: no ORM object per row. The
     # provenance hook only sees ORM objects, so the key is stamped here.
     key_id = session.info.get(PROVENANCE_KEY)
@@ -363,7 +366,8 @@ def commit(session: Session, *, campaign: Campaign, upload: Upload, skip_rejecte
         session, Measurement.__table__,
         {"campaign_id": campaign.id, "batch_id": batch_id, "upload_id": upload.id,
          "source": str(MeasurementSource.UPLOAD), "api_key_id": key_id, "created_at": now},
-        [(seq_ids[r.text], r.candidate.id if r.candidate else None, r.row, r.value, r.feasible)
+        [(seq_ids[r.text] if r.sequence_id is None else r.sequence_id,
+          r.candidate.id if r.candidate else None, r.row, r.value, r.feasible)
          for r in plan.store],
         ["sequence_id", "candidate_id", "row", "value", "feasible"],
     )
