@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.db import utcnow
 from api.models import Measurement
@@ -127,6 +127,34 @@ def test_the_template_round_trip_on_sqlite(tmp_path: Path) -> None:
             template_round_trip(client, runtime, publisher, factory)
     finally:
         engine.dispose()
+
+
+def test_a_results_row_whose_mutant_is_another_candidates_is_a_422(client, runtime, publisher,
+                                                                     session_factory) -> None:
+    # With a reference, the template names each candidate's mutations against it.
+    cid, batch = seeded_batch(client, runtime, publisher, oracle={
+        "kind": "wetlab", "alphabet": ALPHABET, "length": LENGTH, "reference": ALPHABET[:LENGTH]})
+    bid = batch["id"]
+    header, rows = template(client, cid, bid)
+    mutants = [r["mutant"] for r in rows]
+    assert all(":" in m for m in mutants[:3]), mutants
+    i, j = next((i, j) for i in range(len(rows)) for j in range(len(rows)) if mutants[i] != mutants[j])
+    for r in rows:
+        r["score"] = "0.5"
+    rows[i]["mutant"] = mutants[j]  # a pasted-over mutant column
+    r = client.post(f"/campaigns/{cid}/batches/{bid}/results",
+                    files={"file": ("r.csv", filled(header, rows), "text/csv")})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["errors"]
+    assert (error["row"], error["column"]) == (i + 2, "mutant")
+    assert rows[i]["candidate_id"] in error["reason"]
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(Measurement).where(Measurement.batch_id == bid)) == 0
+    # The mutations in another order, or an empty cell, are fine.
+    rows[i]["mutant"] = ":".join(reversed(mutants[i].split(":")))
+    rows[j]["mutant"] = ""
+    assert client.post(f"/campaigns/{cid}/batches/{bid}/results",
+                       files={"file": ("r.csv", filled(header, rows), "text/csv")}).status_code == 201
 
 
 def test_lab_states_only_move_forward(client, runtime, publisher) -> None:
