@@ -151,6 +151,22 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class DashboardSession(Base):
+    """A browser session of the dashboard (``/ui``). The browser holds a random id; only its
+    SHA-256 is stored. In the database, not in a web process, so any process answers any page."""
+
+    __tablename__ = "ui_session"
+    __table_args__ = (UniqueConstraint("sid_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sid_hash: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    # None until the user logs in; a key's sessions go with the key.
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 class Campaign(Base):
     __tablename__ = "campaign"
     __table_args__ = (

@@ -1,73 +1,80 @@
-"""Dashboard sessions: the lab's API key in a server-side session, a per-session CSRF token.
+"""Dashboard sessions: a login in a server-side session, a per-session CSRF token.
 
 The browser holds only a random session id (cookie ``llome_session``: HttpOnly, SameSite=Strict,
-path /ui). The key itself stays on the server and is resolved again on every request, so a revoked
-key stops working at once. Sessions live in the web process's memory: a restart logs users out.
+path /ui). The session, in the database (only the id's SHA-256), names the API key the user
+logged in with; the key is checked again on every request, so a revoked key stops working at
+once. Any web process answers any page, and a restart logs nobody out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db import session_scope, utcnow
+from api.models import DashboardSession
 
 COOKIE = "llome_session"
-IDLE_S = 12 * 3600  # a session unused this long is forgotten
-MAX_SESSIONS = 10_000
+IDLE = timedelta(hours=12)  # a session unused this long is forgotten
+TOUCH = timedelta(minutes=1)  # last_seen_at is written at most this often
 
 
-@dataclass
+@dataclass(frozen=True)
 class UiSession:
-    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    key: str | None = None
-    lab_name: str | None = None
-    last_seen: float = field(default_factory=time.monotonic)
+    csrf: str
+    api_key_id: int | None = None  # None: not logged in
+
+
+def _hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode("utf-8")).hexdigest()
 
 
 class SessionStore:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: dict[str, UiSession] = {}
+    """Sessions in the ``ui_session`` table, each call its own short transaction."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
 
     def get(self, sid: str | None) -> UiSession | None:
-        if not sid:
+        if not sid or len(sid) > 100:
             return None
-        with self._lock:
-            s = self._items.get(sid)
-            if s is None:
+        now = utcnow()
+        with session_scope(self.factory) as db:
+            row = db.scalar(select(DashboardSession).where(DashboardSession.sid_hash == _hash(sid)))
+            if row is None:
                 return None
-            now = time.monotonic()
-            if now - s.last_seen > IDLE_S:
-                del self._items[sid]
+            if now - row.last_seen_at > IDLE:
+                db.delete(row)
                 return None
-            s.last_seen = now
-            return s
+            if now - row.last_seen_at > TOUCH:
+                row.last_seen_at = now
+            return UiSession(row.csrf, row.api_key_id)
 
-    def new(self) -> tuple[str, UiSession]:
-        sid, s = secrets.token_urlsafe(32), UiSession()
-        with self._lock:
-            if len(self._items) >= MAX_SESSIONS:  # forget the least recently used
-                oldest = min(self._items, key=lambda k: self._items[k].last_seen)
-                del self._items[oldest]
-            self._items[sid] = s
-        return sid, s
+    def new(self, api_key_id: int | None = None) -> tuple[str, UiSession]:
+        sid, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), utcnow()
+        with session_scope(self.factory) as db:
+            db.execute(delete(DashboardSession).where(DashboardSession.last_seen_at < now - IDLE))
+            db.add(DashboardSession(sid_hash=_hash(sid), csrf=csrf, api_key_id=api_key_id,
+                                    created_at=now, last_seen_at=now))
+        return sid, UiSession(csrf, api_key_id)
 
     def drop(self, sid: str | None) -> None:
-        with self._lock:
-            self._items.pop(sid or "", None)
+        if not sid:
+            return
+        with session_scope(self.factory) as db:
+            db.execute(delete(DashboardSession).where(DashboardSession.sid_hash == _hash(sid)))
 
 
 def store(request: Request) -> SessionStore:
-    app = request.app
-    if not hasattr(app.state, "ui_sessions"):
-        app.state.ui_sessions = SessionStore()
-    return app.state.ui_sessions
+    return request.app.state.ui_sessions
 
 
 def current(request: Request) -> UiSession | None:
@@ -82,19 +89,20 @@ def csrf_ok(s: UiSession | None, token: str | None) -> bool:
     return s is not None and bool(token) and hmac.compare_digest(s.csrf, token or "")
 
 
-def authenticate(session: Session, key: str) -> Any | None:
-    """The lab owning ``key`` (the same check as the API's Bearer auth), or None."""
+def login(session: Session, key: str) -> tuple[int, Any] | None:
+    """The id of ``key`` and its lab (the same check as the API's Bearer auth), or None."""
     from api.services import labs
 
-    key = key.strip()
-    return labs.authenticate(session, key) if key else None
+    found = labs.key_and_lab(session, key.strip()) if key.strip() else None
+    return None if found is None else (found[0].id, found[1])
 
 
-def key_id(session: Session, key: str) -> int | None:
-    from api.services import labs
+def lab_of(session: Session, api_key_id: int) -> Any | None:
+    """The lab of a logged-in session's key, or None once the key is revoked."""
+    from api.models import ApiKey, Lab
 
-    row = labs.key_for(session, key.strip())
-    return None if row is None else row.id
+    return session.scalar(select(Lab).join(ApiKey, ApiKey.lab_id == Lab.id)
+                          .where(ApiKey.id == api_key_id, ApiKey.revoked_at.is_(None)))
 
 
 def lab_id(lab: Any) -> int | None:

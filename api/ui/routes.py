@@ -49,7 +49,7 @@ class LoginRequired(Exception):
 
 def install(app: FastAPI) -> None:
     """Mount the dashboard on ``app``: its pages, its static files, its login redirect."""
-    app.state.ui_sessions = auth.SessionStore()
+    app.state.ui_sessions = auth.SessionStore(app.state.session_factory)
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
 
@@ -74,10 +74,10 @@ class Ctx:
     def __init__(self, request: Request) -> None:
         self.request = request
         self.ui = auth.current(request)
-        if self.ui is None or self.ui.key is None:
+        if self.ui is None or self.ui.api_key_id is None:
             raise LoginRequired()
         self.db = _db(request)
-        self.lab = auth.authenticate(self.db, self.ui.key)
+        self.lab = auth.lab_of(self.db, self.ui.api_key_id)
         if self.lab is None:  # the key was revoked since login
             self.db.close()
             auth.store(request).drop(request.cookies.get(auth.COOKIE))
@@ -140,8 +140,8 @@ def login(request: Request, api_key: str = Form(""), csrf: str = Form(""),
     if not auth.csrf_ok(ui, csrf):
         return RedirectResponse(f"/ui/login?next={quote(_safe_next(next))}", status_code=303)
     with _db(request) as db:
-        lab = auth.authenticate(db, api_key)
-    if lab is None:
+        found = auth.login(db, api_key)
+    if found is None:
         assert ui is not None
         return templates.TemplateResponse(
             request, "login.html", status_code=401,
@@ -150,8 +150,7 @@ def login(request: Request, api_key: str = Form(""), csrf: str = Form(""),
                               "or `llome keys create`)."})
     # A fresh session id at login: an id planted before login is worthless after it.
     auth.store(request).drop(request.cookies.get(auth.COOKIE))
-    sid, new = auth.store(request).new()
-    new.key, new.lab_name = api_key.strip(), getattr(lab, "name", None)
+    sid, _ = auth.store(request).new(api_key_id=found[0])
     resp = RedirectResponse(_safe_next(next), status_code=303)
     auth.set_cookie(resp, sid, _secure(request))
     return resp
@@ -338,10 +337,9 @@ def upload_preview(request: Request, campaign_id: int, csrf: str = Form(""),
         settings = request.app.state.settings
         raw = file.file.read(settings.max_upload_bytes + 1)
         batch_id = int(target) if target.isdigit() else None
-        assert ctx.ui is not None and ctx.ui.key is not None
+        assert ctx.ui is not None
         preview = data.preview_upload(ctx.db, ctx.lab_id, campaign_id, batch_id, raw,
-                                      file.filename or "upload.csv", settings,
-                                      key_id=auth.key_id(ctx.db, ctx.ui.key))
+                                      file.filename or "upload.csv", settings, key_id=ctx.ui.api_key_id)
         ctx.db.commit()  # the previewed upload is kept: the commit button names it
         return _campaign_page(ctx, campaign_id, preview=preview)
 
