@@ -57,7 +57,10 @@ def serve_main(argv: list[str]) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # its plugin list, every start
     settings = get_settings()
+    if settings.embedded_worker:  # "no hostname supplied": true of the in-memory broker, and harmless
+        logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     if args.web_processes < 1:
         parser.error("--web-processes must be at least 1")
     if args.web_processes > 1 and settings.embedded_worker:
@@ -87,7 +90,8 @@ def serve_main(argv: list[str]) -> int:
         embedded = EmbeddedWorker(settings).start()
         publisher = embedded.publisher
     app = create_app(settings, publisher=publisher, migrate=False)
-    mode = "embedded: SQLite + in-process worker" if embedded else "Postgres/Redis, external workers"
+    database = "SQLite" if settings.is_sqlite else "Postgres"
+    mode = f"{database} + in-process worker" if embedded else f"{database}/Redis, external workers"
     if embedded is not None:
         _announce_embedded_key(app)
     print(f"llome serving ({mode}) on http://{args.host}:{args.port}/docs", flush=True)
