@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.db import utcnow
@@ -41,24 +41,26 @@ def current(session: Session, sequence_id: int) -> Measurement | None:
 def history(session: Session, campaign: Campaign, sequence_id: int) -> HistoryRead:
     """Every label the sequence ever had, oldest first, with its provenance."""
     seq = _sequence(session, campaign, sequence_id)
+    # An uploaded label's key is its upload's; a correction carries its own.
+    key_id = func.coalesce(Measurement.api_key_id, Upload.api_key_id)
     rows = session.execute(
-        select(Measurement, Upload.sha256, ApiKey.prefix)
+        select(Measurement, Upload.sha256, key_id, ApiKey.prefix)
         .outerjoin(Upload, Upload.id == Measurement.upload_id)
-        .outerjoin(ApiKey, ApiKey.id == Measurement.api_key_id)
+        .outerjoin(ApiKey, ApiKey.id == key_id)
         .where(Measurement.sequence_id == seq.id)
         .order_by(Measurement.id)
     ).tuples().all()
-    successor = {m.supersedes_id: m.id for m, _, _ in rows if m.supersedes_id is not None}
+    successor = {m.supersedes_id: m.id for m, _, _, _ in rows if m.supersedes_id is not None}
     items = [
         MeasurementRecord(
             id=m.id, score=m.value, feasible=m.feasible, source=m.source,
             current=m.superseded_at is None, supersedes=m.supersedes_id,
             superseded_by=successor.get(m.id), superseded_at=m.superseded_at,
             candidate_id=m.candidate_id, batch_id=m.batch_id, upload_id=m.upload_id,
-            upload_sha256=sha, upload_row=m.row, api_key_id=m.api_key_id, api_key_prefix=prefix,
+            upload_sha256=sha, upload_row=m.row, api_key_id=key, api_key_prefix=prefix,
             note=m.note, created_at=m.created_at,
         )
-        for m, sha, prefix in rows
+        for m, sha, key, prefix in rows
     ]
     return HistoryRead(sequence_id=seq.id, sequence=seq.text,
                        current=next((i for i in items if i.current), None), items=items)

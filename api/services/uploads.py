@@ -381,14 +381,15 @@ def commit(session: Session, *, campaign: Campaign, upload: Upload, skip_rejecte
             errors=[e.as_dict() for e in shown],
         )
     seq_ids = m._sequence_ids(session, campaign, [r.text for r in plan.store if r.sequence_id is None])
-    # Core executemany in chunks, in the caller's transaction: no ORM object per row. The
-    # provenance hook only sees ORM objects, so the key is stamped here.
-    key_id = session.info.get(PROVENANCE_KEY)
+    # Core executemany in chunks, in the caller's transaction: no ORM object per row. The key
+    # that wrote them is the upload's (no per-row key: one foreign-key check less per row).
+    if upload.api_key_id is None:
+        upload.api_key_id = session.info.get(PROVENANCE_KEY)
     batch_id = batch.id if batch else None
     m._insert_rows(
         session, Measurement.__table__,
         {"campaign_id": campaign.id, "batch_id": batch_id, "upload_id": upload.id,
-         "source": str(MeasurementSource.UPLOAD), "api_key_id": key_id, "created_at": now},
+         "source": str(MeasurementSource.UPLOAD), "created_at": now},
         [(seq_ids[r.text] if r.sequence_id is None else r.sequence_id,
           r.candidate.id if r.candidate else None, r.row, r.value, r.feasible)
          for r in plan.store],
