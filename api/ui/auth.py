@@ -8,7 +8,6 @@ once. Any web process answers any page, and a restart logs nobody out.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import session_scope, utcnow
-from api.models import DashboardSession
+from api.models import ApiKey, DashboardSession, Lab
+from api.services import labs
 
 COOKIE = "llome_session"
 IDLE = timedelta(hours=12)  # a session unused this long is forgotten
@@ -31,10 +31,6 @@ TOUCH = timedelta(minutes=1)  # last_seen_at is written at most this often
 class UiSession:
     csrf: str
     api_key_id: int | None = None  # None: not logged in
-
-
-def _hash(sid: str) -> str:
-    return hashlib.sha256(sid.encode("utf-8")).hexdigest()
 
 
 class SessionStore:
@@ -48,7 +44,7 @@ class SessionStore:
             return None
         now = utcnow()
         with session_scope(self.factory) as db:
-            row = db.scalar(select(DashboardSession).where(DashboardSession.sid_hash == _hash(sid)))
+            row = db.scalar(select(DashboardSession).where(DashboardSession.sid_hash == labs.hash_key(sid)))
             if row is None:
                 return None
             if now - row.last_seen_at > IDLE:
@@ -62,7 +58,7 @@ class SessionStore:
         sid, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), utcnow()
         with session_scope(self.factory) as db:
             db.execute(delete(DashboardSession).where(DashboardSession.last_seen_at < now - IDLE))
-            db.add(DashboardSession(sid_hash=_hash(sid), csrf=csrf, api_key_id=api_key_id,
+            db.add(DashboardSession(sid_hash=labs.hash_key(sid), csrf=csrf, api_key_id=api_key_id,
                                     created_at=now, last_seen_at=now))
         return sid, UiSession(csrf, api_key_id)
 
@@ -70,7 +66,7 @@ class SessionStore:
         if not sid:
             return
         with session_scope(self.factory) as db:
-            db.execute(delete(DashboardSession).where(DashboardSession.sid_hash == _hash(sid)))
+            db.execute(delete(DashboardSession).where(DashboardSession.sid_hash == labs.hash_key(sid)))
 
 
 def store(request: Request) -> SessionStore:
@@ -89,18 +85,14 @@ def csrf_ok(s: UiSession | None, token: str | None) -> bool:
     return s is not None and bool(token) and hmac.compare_digest(s.csrf, token or "")
 
 
-def login(session: Session, key: str) -> tuple[int, Any] | None:
+def login(session: Session, key: str) -> tuple[int, Lab] | None:
     """The id of ``key`` and its lab (the same check as the API's Bearer auth), or None."""
-    from api.services import labs
-
     found = labs.key_and_lab(session, key.strip()) if key.strip() else None
     return None if found is None else (found[0].id, found[1])
 
 
-def lab_of(session: Session, api_key_id: int) -> Any | None:
+def lab_of(session: Session, api_key_id: int) -> Lab | None:
     """The lab of a logged-in session's key, or None once the key is revoked."""
-    from api.models import ApiKey, Lab
-
     return session.scalar(select(Lab).join(ApiKey, ApiKey.lab_id == Lab.id)
                           .where(ApiKey.id == api_key_id, ApiKey.revoked_at.is_(None)))
 

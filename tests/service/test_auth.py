@@ -126,8 +126,8 @@ def test_only_the_hash_of_a_key_is_stored(session_factory) -> None:
     assert stored.key_hash == hashlib.sha256(key.encode()).hexdigest()
     assert key not in stored and key not in stored.prefix  # the key itself is nowhere
     with session_factory() as s:
-        assert labs.authenticate(s, key).name == "hash-check-lab"
-        assert labs.authenticate(s, key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+        assert labs.key_and_lab(s, key)[1].name == "hash-check-lab"
+        assert labs.key_and_lab(s, key[:-1] + ("A" if key[-1] != "A" else "B")) is None
 
 
 def test_llome_keys_create_prints_a_working_key_once(monkeypatch, tmp_path: Path, capsys) -> None:
@@ -193,7 +193,7 @@ def test_the_embedded_default_writes_its_first_key_readable_by_its_owner_only(tm
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         key = path.read_text().strip()
         with factory() as s:
-            assert labs.authenticate(s, key).name == labs.EMBEDDED_LAB
+            assert labs.key_and_lab(s, key)[1].name == labs.EMBEDDED_LAB
             assert s.scalar(select(Lab.name)) == labs.EMBEDDED_LAB
         with session_scope(factory) as s:  # a second start keeps the first key
             assert labs.ensure_embedded_key(s, tmp_path) == (path, False)
