@@ -69,6 +69,12 @@ def reference_of(campaign: Campaign) -> str | None:
     return (campaign.spec.get("oracle") or {}).get("reference")
 
 
+def template_mutant(candidate: Candidate, versus_reference: bool) -> str:
+    """The candidate's mutations as its template row names them: against the campaign's
+    reference when it has one, else against the candidate's parent ("" when none)."""
+    return (candidate.reference_mutations if versus_reference else candidate.mutations) or ""
+
+
 def ttl_of(campaign: Campaign) -> timedelta | None:
     ttl = (campaign.spec.get("oracle") or {}).get("label_ttl")
     return parse_ttl(ttl) if ttl else None
@@ -192,11 +198,11 @@ def _rows(session: Session, batch: Batch) -> list[tuple[Candidate, str]]:
 def template_csv(session: Session, campaign: Campaign, batch: Batch) -> Iterator[str]:
     """One row per candidate still in the lab: fill in score (and status) and upload it back."""
     rows = []
+    versus_reference = reference_of(campaign) is not None
     for c, text in _rows(session, batch):
         if c.status not in PENDING_CANDIDATE:
             continue
-        mutant = c.reference_mutations if reference_of(campaign) else c.mutations
-        rows.append([c.id, text, mutant or "", None, None])
+        rows.append([c.id, text, template_mutant(c, versus_reference), None, None])
     return write_rows(TEMPLATE_COLUMNS, rows)
 
 

@@ -5,8 +5,9 @@ is stored by then and stores every accepted row in the caller's one transaction,
 Two kinds of file: ``measurements`` (seed or extra data: ``sequence``, ``score``) and ``results``
 (one batch: ``candidate_id`` or ``sequence``, ``score``). Both take an optional ``status`` column
 (``measured``, ``failed_expression``, ``assay_failed``), ``feasible`` and ``mutant`` (the template
-carries it for people; in a results file a filled mutant must be the candidate's own). A file in the authors' JSONL form (one object per line with
-``particle``, a list of state indices, and ``score``) is read as a measurements file.
+carries it for people; in a results file a filled mutant must be the candidate's own). A file in
+the authors' JSONL form (one object per line with ``particle``, a list of state indices, and
+``score``) is read as a measurements file.
 
 The file's SHA-256 recognises the same bytes again: one stored copy, whatever route sent it.
 """
@@ -228,15 +229,6 @@ def _validate_measurements(session: Session, campaign: Campaign, table: CsvTable
             plan.store.append(r)
 
 
-def _mutant_agrees(cell: str, cand: Candidate, versus_reference: bool) -> bool:
-    """An empty mutant cell says nothing; a filled one must name the candidate's mutations (in
-    any order) as the template wrote them."""
-    if not cell:
-        return True
-    expected = (cand.reference_mutations if versus_reference else cand.mutations) or ""
-    return _mutations(cell) == _mutations(expected)
-
-
 def _mutations(text: str) -> list[str]:
     return sorted(t.strip() for t in text.split(":") if t.strip())
 
@@ -251,7 +243,7 @@ def _validate_results(session: Session, campaign: Campaign, batch: Batch, table:
     ).tuples().all())
     by_id = {c.id: c for c in candidates}
     by_text = {texts[c.sequence_id]: c for c in candidates}
-    from api.services.candidates import reference_of  # noqa: PLC0415 (cycle)
+    from api.services.candidates import reference_of, template_mutant  # noqa: PLC0415 (cycle)
 
     versus_reference = reference_of(campaign) is not None
     rows: list[Row] = []
@@ -260,12 +252,13 @@ def _validate_results(session: Session, campaign: Campaign, batch: Batch, table:
         cand = m._identify(cells, row_no, batch, by_id, by_text, errors)
         if cand is None:
             continue
-        if not _mutant_agrees(cells.get("mutant", ""), cand, versus_reference):
-            # The template's mutant column is for people; a row whose mutant is another
-            # candidate's was mixed up on the way (a sorted or pasted-over column).
-            shown = (cand.reference_mutations if versus_reference else cand.mutations) or "(none)"
-            errors.append(CsvError(row_no, "mutant", f"mutant {cells['mutant']!r} is not candidate "
-                                   f"{cand.id}'s ({shown}): the row's candidate and mutant disagree"))
+        mutant, expected = cells.get("mutant", ""), template_mutant(cand, versus_reference)
+        if mutant and _mutations(mutant) != _mutations(expected):
+            # The template's mutant column is for people (an empty cell says nothing, any
+            # order will do); a row naming another candidate's mutations was mixed up on the
+            # way (a sorted or pasted-over column).
+            errors.append(CsvError(row_no, "mutant", f"mutant {mutant!r} is not candidate {cand.id}'s "
+                                   f"({expected or '(none)'}): the row's candidate and mutant disagree"))
             continue
         if cand.id in first_row:
             errors.append(CsvError(row_no, "candidate_id" if "candidate_id" in cells else "sequence",
