@@ -67,13 +67,14 @@ def serve_main(argv: list[str]) -> int:
         parser.error("--web-processes above 1 needs REDIS_URL (and `llome worker` processes): "
                      "the embedded worker takes its tasks from the memory of one process")
     upgrade(settings)  # `alembic upgrade head` on every start
+    database = "SQLite" if settings.is_sqlite else "Postgres"
 
     import uvicorn
 
     if args.web_processes > 1:
-        # Each process builds its own app (engine, pool, publisher); all state is in Postgres
-        # and Redis, so any process answers any request.
-        print(f"llome serving (Postgres/Redis, external workers, {args.web_processes} web processes) "
+        # Each process builds its own app (engine, pool, publisher); all state is in the
+        # database and Redis, so any process answers any request.
+        print(f"llome serving ({database}/Redis, external workers, {args.web_processes} web processes) "
               f"on http://{args.host}:{args.port}/docs", flush=True)
         uvicorn.run("api.server:web_app", factory=True, workers=args.web_processes, host=args.host,
                     port=args.port, log_level=args.log_level)
@@ -90,7 +91,6 @@ def serve_main(argv: list[str]) -> int:
         embedded = EmbeddedWorker(settings).start()
         publisher = embedded.publisher
     app = create_app(settings, publisher=publisher, migrate=False)
-    database = "SQLite" if settings.is_sqlite else "Postgres"
     mode = f"{database} + in-process worker" if embedded else f"{database}/Redis, external workers"
     if embedded is not None:
         _announce_embedded_key(app)
