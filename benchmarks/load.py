@@ -152,12 +152,11 @@ async def _run_pollers(host: str, port: int, key: str, n: int, duration: float, 
                 if conn is None:
                     conn = await asyncio.wait_for(asyncio.open_connection(host, port), 60)
                 code = await asyncio.wait_for(_get(*conn, request), 60)
-                if t0 < counted_from:
-                    pass
-                elif code < 400:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors[str(code)] = errors.get(str(code), 0) + 1
+                if t0 >= counted_from:
+                    if code < 400:
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        errors[str(code)] = errors.get(str(code), 0) + 1
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 if conn is not None:
@@ -228,6 +227,16 @@ class Server:
     def base(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def _wetlab(name: str, **settings: Any) -> dict[str, Any]:
+    """A wet-lab campaign over the bench's alphabet, GA-driven, batches of 50."""
+    return {"name": name, "oracle": {"kind": "wetlab", "alphabet": ALPHABET, "length": LENGTH},
+            "optimizer": {"kind": "ga", **settings.pop("optimizer", {})}, "batch_size": 50, **settings}
+
 
 @contextmanager
 def running_server(pg_admin_url: str, port: int = 0, web_processes: int = 1,
@@ -290,12 +299,10 @@ def running_server(pg_admin_url: str, port: int = 0, web_processes: int = 1,
 def open_batches(server: Server, n: int, rng: random.Random, taken: set[str]) -> list[tuple[int, int]]:
     """``n`` wet-lab campaigns, each seeded and waiting for the lab: (campaign id, open batch id)."""
     campaigns: list[tuple[int, int]] = []
-    with httpx.Client(base_url=server.base, headers={"Authorization": f"Bearer {server.key}"}, timeout=120) as c:
+    with httpx.Client(base_url=server.base, headers=server.headers, timeout=120) as c:
         for i in range(n):
-            cid = c.post("/campaigns", json={
-                "name": f"load {i}", "oracle": {"kind": "wetlab", "alphabet": ALPHABET, "length": LENGTH},
-                "optimizer": {"kind": "ga", "mutation_prob": 0.1}, "batch_size": 50, "rounds": 100,
-                "seed": i}).raise_for_status().json()["id"]
+            cid = c.post("/campaigns", json=_wetlab(f"load {i}", optimizer={"mutation_prob": 0.1}, rounds=100,
+                                                    seed=i)).raise_for_status().json()["id"]
             c.post(f"/campaigns/{cid}/measurements",
                    files={"file": ("seed.csv", _csv(_random_seqs(rng, 200, taken), rng), "text/csv")}).raise_for_status()
             campaigns.append((cid, 0))
@@ -390,14 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             print(_line(f"uploading, {n} clients", r, f"uploads of {args.upload_rows} rows"), flush=True)
             results["uploading"].append(r)
 
-        with httpx.Client(base_url=server.base, headers={"Authorization": f"Bearer {server.key}"},
-                          timeout=600) as c:
-            def wetlab(name: str) -> int:
-                return c.post("/campaigns", json={
-                    "name": name, "oracle": {"kind": "wetlab", "alphabet": ALPHABET, "length": LENGTH},
-                    "optimizer": {"kind": "ga"}, "batch_size": 50, "rounds": 1}).raise_for_status().json()["id"]
-
-            cid, peer = wetlab("ingest"), wetlab("ingest, Postgres alone")
+        with httpx.Client(base_url=server.base, headers=server.headers, timeout=600) as c:
+            cid, peer = (c.post("/campaigns", json=_wetlab(name, rounds=1)).raise_for_status().json()["id"]
+                         for name in ("ingest", "ingest, Postgres alone"))
             big = _csv(_random_seqs(rng, args.ingest_rows, taken), rng)
             t0 = time.perf_counter()
             resp = c.post(f"/campaigns/{cid}/measurements", files={"file": ("big.csv", big, "text/csv")})
