@@ -103,8 +103,8 @@ def _limiter(request: Request) -> RateLimiter:
 LabDep = Annotated[Lab, Depends(get_lab)]
 
 
-def _campaign(request: Request, session: Session, campaign_id: int, credentials: HTTPAuthorizationCredentials | None,
-              *, lock: bool) -> Campaign:
+def _campaign(request: Request, session: Session, campaign_id: int,
+              credentials: HTTPAuthorizationCredentials | None, *, lock: bool) -> Campaign:
     # Key and campaign in one query (polling clients ask this many times a second); only a miss
     # asks again, to tell a bad key (401) from another lab's or a missing campaign (404, alike).
     key = _presented_key(credentials)

@@ -99,8 +99,7 @@ _CAMPAIGN_FOR_KEY = (
     .where(Campaign.id == bindparam("campaign_id"), ApiKey.key_hash == bindparam("key_hash"),
            ApiKey.revoked_at.is_(None))
 )
-# One row lock per campaign serializes its writers (uploads, steps, pause) without locking
-# candidates or measurements (Optuna's deadlock lesson), nor the key.
+# The campaign's row lock, as campaigns.get_or_404(lock=True) takes it; not the key's.
 _CAMPAIGN_FOR_KEY_LOCKED = _CAMPAIGN_FOR_KEY.with_for_update(of=Campaign)
 
 

@@ -109,7 +109,8 @@ def _joinable(texts: list[str]) -> bool:
 def _existing(session: Session, campaign: Campaign, texts: list[str]) -> dict[str, Sequence]:
     found: dict[str, Sequence] = {}
     # A campaign's seed file meets an empty table: one tiny query instead of a lookup per row.
-    if not texts or session.scalar(select(Sequence.id).where(Sequence.campaign_id == campaign.id).limit(1)) is None:
+    if not texts or session.scalar(
+            select(Sequence.id).where(Sequence.campaign_id == campaign.id).limit(1)) is None:
         return found
     for part in _chunks(texts):
         for seq in session.scalars(
@@ -148,15 +149,16 @@ def _sequence_ids(session: Session, campaign: Campaign, texts: list[str]) -> dic
         # One statement per chunk, the texts as one parameter. A plain INSERT: ON CONFLICT's
         # speculative insertion costs a second index probe per row, and the lock rules out
         # a conflict (a unique violation would roll everything back).
-        into = "INSERT INTO sequence (campaign_id, text, created_at) SELECT :campaign_id, t, :now FROM unnest({}) AS t RETURNING id, text"
+        into = ("INSERT INTO sequence (campaign_id, text, created_at) "
+                "SELECT :campaign_id, t, :now FROM unnest({}) AS t RETURNING id, text")
         as_joined = text(into.format("string_to_array(:texts, ',')"))
         as_array = text(into.format("CAST(:texts AS TEXT[])"))
         now = utcnow()
         ids: dict[str, int] = {}
         for part in _chunks(list(dict.fromkeys(texts)), 50_000):
             joinable = _joinable(part)
-            rows = session.execute(as_joined if joinable else as_array,
-                                   {"campaign_id": campaign.id, "now": now, "texts": ",".join(part) if joinable else part})
+            rows = session.execute(as_joined if joinable else as_array, {
+                "campaign_id": campaign.id, "now": now, "texts": ",".join(part) if joinable else part})
             ids.update((t, sid) for sid, t in rows.tuples())
         return ids
     ids = {t: s.id for t, s in _existing(session, campaign, texts).items()}
