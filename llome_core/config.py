@@ -88,6 +88,9 @@ class TrainConfig:
     # [ours] a uniform sample of at most this many pairs/triples per round (None: all, the paper).
     # Triples grow with the square of a neighbourhood: 500 sequences can give 10^4 and more.
     max_examples: int | None = None
+    # When no checkpoint of a round passes the format check: "final" keeps the last weights (the
+    # authors' trainers do), "start" goes back to the weights the round started from.
+    checkpoint_fallback: Literal["final", "start"] = "final"
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,9 @@ class GenerateConfig:
     max_new_tokens: int = 512
     likelihood_quantile: float = 0.6  # the filter keeps outputs at or above this quantile
     batch_size: int = 256  # prompts decoded together
+    # "constrained": a KV-cached walk that can only emit well-formed sequences (ours);
+    # "free": sample freely, parse, drop failures and count them by reason (the paper's).
+    decoding: Literal["constrained", "free"] = "constrained"
 
 
 _SCHEDULE = re.compile(r"^(sft|dpo|marge|reinforce)(\d+)$")
