@@ -19,7 +19,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.config import Settings, get_settings
 from api.db import make_engine, make_sessionmaker, schema_is_current, upgrade
 from api.errors import install_handlers, problem
-from api.routes import batches, campaigns, candidates, health, history, measurements, uploads
+from api.routes import (
+    batches,
+    campaigns,
+    candidates,
+    health,
+    history,
+    measurements,
+    operation_id,
+    uploads,
+)
 from api.services.jobs import CeleryPublisher, Publisher, make_celery
 
 log = logging.getLogger("llome.api")
@@ -57,7 +66,8 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
         yield
         engine.dispose()
 
-    app = FastAPI(title="llome", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="llome", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  generate_unique_id_function=operation_id)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_sessionmaker(engine, publisher)

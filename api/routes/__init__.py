@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 
@@ -11,3 +14,16 @@ def json_of(model: BaseModel) -> Response:
     has FastAPI validate it again on one more threadpool trip; polled routes skip that (their
     ``response_model`` still documents the shape)."""
     return Response(model.model_dump_json(), media_type="application/json")
+
+
+def operation_id(route: APIRoute) -> str:
+    """The OpenAPI operation id: the route function's name (``create_campaign``, ``get_batch``),
+    so generated clients read well and keep their names when a path changes."""
+    return route.name
+
+
+def file_response(*media_types: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """A 200 whose body is a file (PNG, CSV, FASTA, tar.gz), described as binary so client
+    generators return its bytes instead of dropping the body."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {200: {"description": description, "content": {m: binary for m in media_types}}}

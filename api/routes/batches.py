@@ -29,7 +29,8 @@ def list_batches(campaign: CampaignDep, session: SessionDep, cursor: Cursor = No
 
 
 @router.get("/{campaign_id}/batches/{batch_id}", response_model=BatchRead,
-            responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+            responses={200: {"content": {"application/json": {}, "text/csv": {
+                "schema": {"type": "string", "format": "binary"}}}}})
 def get_batch(campaign: CampaignDep, batch_id: int, session: SessionDep, request: Request,
               format: str | None = None) -> Response:
     """A batch and its candidates; as CSV (``candidate_id,sequence,score,feasible``) with

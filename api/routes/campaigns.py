@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from api.deps import CampaignDep, FactoryDep, LabDep, LockedCampaignDep, SessionDep
 from api.errors import LlomeError
-from api.routes import json_of
+from api.routes import file_response, json_of
 from api.schemas.batches import MetricsRead
 from api.schemas.campaigns import CampaignCreate, CampaignPage, CampaignRead
 from api.schemas.common import PROBLEM_RESPONSES, Page
@@ -94,7 +94,7 @@ def get_metrics(campaign: CampaignDep, session: SessionDep) -> MetricsRead:
 
 
 @router.get("/{campaign_id}/plot.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
+            responses=file_response("image/png", description="the plot as PNG"))
 def get_plot(campaign: CampaignDep, session: SessionDep) -> Response:
     """Best score (regret for Ehrlich) against oracle calls."""
     png = metrics_service.plot_png(metrics_service.compute(session, campaign),
@@ -111,7 +111,7 @@ def list_sequences(campaign: CampaignDep, session: SessionDep, cursor: Cursor = 
 
 
 @router.get("/{campaign_id}/export", response_class=StreamingResponse,
-            responses={200: {"content": {"text/csv": {}}}})
+            responses=file_response("text/csv", description="the campaign as CSV"))
 def export_campaign(campaign: CampaignDep, factory: FactoryDep) -> StreamingResponse:
     """Everything as CSV (streamed): labelled and proposed sequences with their provenance."""
     return StreamingResponse(

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from api.clock import NowDep
 from api.deps import CampaignDep, LockedCampaignDep, SessionDep
 from api.models import Candidate
+from api.routes import file_response
 from api.schemas.common import PROBLEM_RESPONSES
 from api.schemas.uploads import CandidateDetail, ReleaseRead
 from api.services import batches as batch_service
@@ -49,8 +50,8 @@ def release_batch(campaign: LockedCampaignDep, batch_id: int, session: SessionDe
 
 
 @router.get("/{campaign_id}/batches/{batch_id}/template.csv", response_class=Response,
-            responses={200: {"content": {"text/csv": {}}}})
-def batch_template(campaign: CampaignDep, batch_id: int, session: SessionDep) -> StreamingResponse:
+            responses=file_response("text/csv", description="the results template as CSV"))
+def get_batch_template(campaign: CampaignDep, batch_id: int, session: SessionDep) -> StreamingResponse:
     """``candidate_id,sequence,mutant,score,status`` for every candidate still in the lab: fill in
     score (and status: measured, failed_expression, assay_failed) and upload it unchanged in shape."""
     batch = batch_service.get_or_404(session, campaign, batch_id)
@@ -62,8 +63,8 @@ def batch_template(campaign: CampaignDep, batch_id: int, session: SessionDep) ->
 
 
 @router.get("/{campaign_id}/batches/{batch_id}/fasta", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/x-fasta": {}}}})
-def batch_fasta(campaign: CampaignDep, batch_id: int, session: SessionDep) -> PlainTextResponse:
+            responses=file_response("text/x-fasta", description="the batch as FASTA"))
+def get_batch_fasta(campaign: CampaignDep, batch_id: int, session: SessionDep) -> PlainTextResponse:
     """The batch as FASTA; each header is the candidate id."""
     batch = batch_service.get_or_404(session, campaign, batch_id)
     return PlainTextResponse(

@@ -13,7 +13,7 @@ router = APIRouter(prefix="/campaigns", tags=["measurements"], responses=PROBLEM
 
 
 @router.get("/{campaign_id}/sequences/{sequence_id}/history", response_model=HistoryRead)
-def sequence_history(campaign: CampaignDep, sequence_id: int, session: SessionDep) -> HistoryRead:
+def get_sequence_history(campaign: CampaignDep, sequence_id: int, session: SessionDep) -> HistoryRead:
     """Every label the sequence had, oldest first, each with its provenance (file SHA-256, row,
     key, time); ``current`` is the label in force."""
     return service.history(session, campaign, sequence_id)
