@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "worker": "worker.app:worker_main",
     "db": "api.db:db_main",
     "keys": "api.services.labs:keys_main",
+    "models": "api.services.models:models_main",
 }
 BENCHMARKS: dict[str, str] = {
     "ehrlich-speed": "benchmarks.ehrlich_speed:main",
@@ -33,6 +34,8 @@ commands:
   db upgrade                       apply the database migrations
   keys create --lab NAME | list | revoke ID
                                    manage the labs' API keys (a key is printed once)
+  models add NAME DIR | list | remove NAME
+                                   the model directories campaigns may name
   bench ehrlich-speed|ga|llome|generation-speed|load
                                    run a benchmark (llome bench NAME --help)
 """

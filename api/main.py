@@ -26,6 +26,7 @@ from api.routes import (
     health,
     history,
     measurements,
+    models,
     operation_id,
     uploads,
 )
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
 
     app.add_middleware(Gate, settings=settings)
 
-    for module in (health, campaigns, measurements, batches, uploads, candidates, history):
+    for module in (health, campaigns, measurements, batches, uploads, candidates, history, models):
         app.include_router(module.router)
     from api.ui import install as install_ui
 

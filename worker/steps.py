@@ -49,6 +49,7 @@ from api.schemas.campaigns import CampaignCreate, EhrlichParams, GAParams, Llome
 from api.services import campaigns as campaign_service
 from api.services.candidates import expire_overdue, mutations
 from api.services import jobs
+from api.services import models as model_registry
 from llome_core.optimizer import Candidate as CoreCandidate
 from llome_core.optimizer import Labelled
 from llome_core.progress import Cancelled
@@ -316,9 +317,13 @@ def _train(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Session) -> 
     prev = _round_state(session, view.id, c.round - 1) if c.round > 1 else None
     new = _labels(session, view.id, unobserved_only=True)
     workdir = _workdir(rt, c)
+    try:  # where the server keeps the starting model (a later round's state names it)
+        model_path = model_registry.path_for(session, view.spec.model) if prev is None else None
+    except model_registry.ModelGone as exc:
+        raise DomainFailure(str(exc)) from None
 
     def compute(reporter: DbReporter) -> Writer:
-        loop = _loop(rt, view, prev, workdir)
+        loop = _loop(rt, view, prev, workdir, model_path)
         if new.ids:
             loop.observe(new.labelled(view))
         info = loop.train(reporter)
@@ -334,7 +339,8 @@ def _train(rt: Runtime, c: jobs.Claim, view: CampaignView, session: Session) -> 
     return compute
 
 
-def _loop(rt: Runtime, view: CampaignView, state: dict[str, Any] | None, workdir: Path) -> Any:
+def _loop(rt: Runtime, view: CampaignView, state: dict[str, Any] | None, workdir: Path,
+          model_path: str | None = None) -> Any:
     from llome_core.loop import LlomeLoop
 
     feasible = None
@@ -345,7 +351,7 @@ def _loop(rt: Runtime, view: CampaignView, state: dict[str, Any] | None, workdir
         # The oracle's hard constraint is known: checkpoint selection also asks for feasible outputs.
         feasible = Ehrlich.from_config(oracle.to_config()).is_feasible
     if state is None:
-        return LlomeLoop(view.spec.loop_config(rt.device), num_states=view.alphabet.size,
+        return LlomeLoop(view.spec.loop_config(rt.device, model_path), num_states=view.alphabet.size,
                          dim=view.length, workdir=workdir, feasible=feasible)
     # The device is the worker's, not the one that wrote the state (a campaign may move).
     state = {**state, "config": {**state["config"], "device": rt.device}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -32,18 +31,34 @@ GASeedingParams = params_from_dataclass(
     doc="The genetic algorithm that makes an Ehrlich campaign's seed data (paper: 10 steps of "
     "1000 particles). `seed` is the GA's own random seed.",
 )
-_ModelBase = params_from_dataclass("ModelBase", ModelConfig)
+_ModelBase = params_from_dataclass("ModelBase", ModelConfig, exclude=("path",))
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 class ModelParams(_ModelBase):  # type: ignore[misc,valid-type]
-    """The language model: the tiny default built locally, or a local Hugging Face directory."""
+    """The language model: the tiny default built locally (no ``name``, no ``from_campaign``),
+    a model the operator registered (``"model": "pythia-160m"``, listed by ``GET /models``), or
+    the checkpoint of one of the lab's own campaigns (``{"from_campaign": ID}``, its latest
+    trained round unless ``round`` says which). Server paths are never accepted."""
 
-    @field_validator("path")
+    name: str | None = Field(None, pattern=MODEL_NAME, description="a registered model's name")
+    from_campaign: int | None = Field(None, ge=1, le=2**31 - 1,
+                                      description="continue from this campaign's checkpoint")
+    round: int | None = Field(None, ge=1, le=1000, description="with from_campaign: whose "
+                              "round's checkpoint (default: its latest trained round)")
+
+    @model_validator(mode="before")
     @classmethod
-    def _exists(cls, v: str | None) -> str | None:
-        if v is not None and not Path(v).expanduser().is_dir():
-            raise ValueError(f"model directory {v!r} does not exist on the server")
-        return v
+    def _name_alone(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelParams:
+        if self.name is not None and self.from_campaign is not None:
+            raise ValueError("name a registered model or from_campaign, not both")
+        if self.round is not None and self.from_campaign is None:
+            raise ValueError("round goes with from_campaign")
+        return self
 
 
 class EhrlichParams(Strict):
@@ -61,7 +76,8 @@ class EhrlichParams(Strict):
     # None means motif_length (holo's convention); the paper's default instance has q = k = 4.
     quantization: int | None = Field(None, ge=1)
     epistasis_factor: float = _EHRLICH.epistasis_factor
-    seed: int = Field(_EHRLICH.random_seed, description="the instance's random_seed")
+    seed: int = Field(_EHRLICH.random_seed, ge=0, le=2**31 - 1,
+                      description="the instance's random_seed")
     seeding: GASeedingParams = Field(default_factory=GASeedingParams)  # type: ignore[valid-type]
 
     @model_validator(mode="before")
@@ -83,6 +99,8 @@ class EhrlichParams(Strict):
         self.to_config()  # EhrlichConfig's checks: motifs fit, quantization divides k
         from llome_core.ga import check_config
 
+        if not 0 <= self.seeding.seed < 2**31:
+            raise ValueError("seeding.seed: must be between 0 and 2147483647")
         try:
             check_config(GAConfig(**self.seeding.model_dump()))
         except ValueError as exc:
@@ -185,8 +203,13 @@ class CampaignCreate(Strict):
     optimizer: OptimizerParams = Field(default_factory=lambda: LlomeParams(kind="llome"))
     batch_size: int = Field(_LOOP.batch_size, ge=1, le=100_000, description="oracle calls per round")
     rounds: int = Field(_LOOP.rounds, ge=1, le=1000)
-    seed: int = Field(_LOOP.seed, ge=0, description="the campaign's random seed")
-    model: ModelParams = Field(default_factory=ModelParams)  # type: ignore[valid-type]
+    seed: int = Field(_LOOP.seed, ge=0, le=2**31 - 1, description="the campaign's random seed")
+    model: ModelParams = Field(  # type: ignore[valid-type]
+        default_factory=ModelParams,
+        description='the tiny default (omit, or give its sizes), a registered model\'s name '
+        '("pythia-160m", see GET /models), or {"from_campaign": ID} for one of the lab\'s own '
+        "campaigns' checkpoints",
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> "CampaignCreate":
@@ -216,8 +239,11 @@ class CampaignCreate(Strict):
                     raise ValueError(f"optimizer.{name}: sequence {seq!r}: {exc}") from None
         return self
 
-    def loop_config(self, device: str) -> LoopConfig:
+    def loop_config(self, device: str, model_path: str | None = None) -> LoopConfig:
+        """The loop's config; ``model_path`` is where the server keeps the named model (the
+        registry or the source campaign's checkpoint resolve it), None for the tiny default."""
         assert isinstance(self.optimizer, LlomeParams)
+        sizes = self.model.model_dump(exclude={"name", "from_campaign", "round"})
         train = self.optimizer.train.model_dump()
         return LoopConfig(
             objective=self.optimizer.objective,
@@ -225,7 +251,7 @@ class CampaignCreate(Strict):
             batch_size=self.batch_size,
             seed=self.seed,
             device=device,
-            model=ModelConfig(**self.model.model_dump()),
+            model=ModelConfig(path=model_path, **sizes),
             train=TrainConfig(**train),
             generate=GenerateConfig(**self.optimizer.generate.model_dump()),
         )

@@ -57,6 +57,10 @@ WAITING_FOR_LABELS = (
 def create(session: Session, *, data: CampaignCreate, lab_id: int | None = None) -> Campaign:
     """Insert the campaign for lab ``lab_id`` and start it (an Ehrlich campaign starts seeding
     at once)."""
+    from api.services import models as model_registry
+
+    data = data.model_copy(update={"model": model_registry.resolve_for_campaign(
+        session, data.model, lab_id)})
     oracle = data.oracle
     if isinstance(oracle, EhrlichParams):
         alphabet, length = oracle.alphabet().letters, oracle.dim

@@ -75,7 +75,7 @@ def test_a_preset_name_sets_the_ehrlich_shape(client) -> None:
         ({"optimizer": {"kind": "llome", "objective": "sft2-ppo3"}}, "optimizer.objective", "schedule"),
         ({"optimizer": {"kind": "llome", "train": {"epochz": 2}}}, "optimizer.train.epochz", "not permitted"),
         ({"batch_size": 0}, "batch_size", "greater than"),
-        ({"model": {"path": "/no/such/model"}}, "model.path", "does not exist"),
+        ({"model": {"path": "/etc"}}, "model.path", "not permitted"),
         ({"optimizer": {"kind": "ga", "survival_quantile": 0.05}}, "body", "two parents"),
         ({"oracle": {**TINY_EHRLICH, "seeding": {"mutation_prob": 1.5}}}, "oracle", "seeding: mutation_prob"),
     ],
