@@ -75,11 +75,11 @@ def _presented_key(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials.strip()
 
 
-def _accept(request: Request, session: Session, key_id: int) -> None:
-    """A request with a live key: its rate limit, and the key stamped on what it writes."""
+def _accept(request: Request, key_id: int) -> None:
+    """A request with a live key: its rate limit, and the key named for the routes that record
+    who wrote what (``request.state.api_key_id``)."""
     _limiter(request).check(key_id)
     request.state.api_key_id = key_id
-    session.info[labs_service.PROVENANCE_KEY] = key_id
 
 
 def get_lab(request: Request, session: SessionDep, credentials: Credentials) -> Lab:
@@ -88,7 +88,7 @@ def get_lab(request: Request, session: SessionDep, credentials: Credentials) -> 
     if found is None:
         raise Unauthorized("the API key is unknown or revoked")
     key, lab = found
-    _accept(request, session, key.id)
+    _accept(request, key.id)
     return lab
 
 
@@ -114,7 +114,7 @@ def _campaign(request: Request, session: Session, campaign_id: int,
             raise Unauthorized("the API key is unknown or revoked")
         raise CampaignNotFound(campaign_id)
     campaign, key_id = found
-    _accept(request, session, key_id)
+    _accept(request, key_id)
     return campaign
 
 

@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             resp = c.post(f"/campaigns/{cid}/measurements", files={"file": ("big.csv", big, "text/csv")})
             seconds = time.perf_counter() - t0
             resp.raise_for_status()
-            stored = resp.json().get("new_measurements")
+            stored = resp.json()["report"]["new_measurements"]
         floor = postgres_alone(server.database_url, cid, peer)
         results["ingest"] = {"rows": args.ingest_rows, "bytes": len(big), "seconds": round(seconds, 2),
                              "rows_per_s": round(args.ingest_rows / seconds), "stored": stored,

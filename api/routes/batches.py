@@ -9,13 +9,12 @@ from api.csvio import write_rows
 from api.deps import CampaignDep, LockedCampaignDep, SessionDep, SettingsDep
 from api.routes import json_of
 from api.routes.campaigns import Cursor, Limit, parse_cursor
-from api.routes.measurements import IdempotencyKeyHeader, read_upload
+from api.routes.uploads import IdempotencyKeyHeader, read_upload
 from api.schemas.batches import BatchPage, BatchRead
 from api.schemas.common import PROBLEM_RESPONSES
-from api.schemas.measurements import UploadReport
+from api.schemas.uploads import UploadRead
 from api.services import batches as service
-from api.services import idempotency
-from api.services import measurements as measurement_service
+from api.services import idempotency, ingest
 
 router = APIRouter(prefix="/campaigns", tags=["batches"], responses=PROBLEM_RESPONSES)
 
@@ -46,15 +45,15 @@ def get_batch(campaign: CampaignDep, batch_id: int, session: SessionDep, request
     )
 
 
-@router.post("/{campaign_id}/batches/{batch_id}/results", response_model=UploadReport,
+@router.post("/{campaign_id}/batches/{batch_id}/results", response_model=UploadRead,
              status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": UploadReport, "description": "the same file was uploaded before"}})
+             responses={200: {"model": UploadRead, "description": "the same file was uploaded before"}})
 def upload_results(
     campaign: LockedCampaignDep, batch_id: int, session: SessionDep, settings: SettingsDep,
-    response: Response,
+    request: Request, response: Response,
     file: UploadFile = File(..., description="CSV: candidate_id or sequence, score[, feasible][, status]"),
     idempotency_key: IdempotencyKeyHeader = None,
-) -> UploadReport | JSONResponse:
+) -> UploadRead | JSONResponse:
     """The lab's results for a batch: all rows or none. When every candidate has a result the
     batch is labelled and the next round starts. The same file again stores nothing (200)."""
     data = read_upload(file, settings)
@@ -63,10 +62,10 @@ def upload_results(
     if isinstance(key, tuple):
         return JSONResponse(key[1], status_code=key[0])
     batch = service.get_or_404(session, campaign, batch_id)
-    report = measurement_service.import_batch_results(
-        session, campaign=campaign, batch=batch, data=data, filename=file.filename, settings=settings,
-    )
-    if report.already_uploaded:
-        response.status_code = status.HTTP_200_OK
-    idempotency.finish(key, response.status_code or status.HTTP_201_CREATED, report.model_dump(mode="json"))
-    return report
+    upload, already = ingest.preview_and_commit(session, campaign=campaign, batch=batch, data=data,
+                                                filename=file.filename, settings=settings,
+                                                api_key_id=request.state.api_key_id)
+    response.status_code = status.HTTP_200_OK if already else status.HTTP_201_CREATED
+    out = ingest.to_read(session, upload, campaign, already=already)
+    idempotency.finish(key, response.status_code, out.model_dump(mode="json"))
+    return out

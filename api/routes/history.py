@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from api.deps import CampaignDep, LockedCampaignDep, SessionDep
 from api.schemas.common import PROBLEM_RESPONSES
@@ -23,10 +23,11 @@ def get_sequence_history(campaign: CampaignDep, sequence_id: int, session: Sessi
              status_code=status.HTTP_201_CREATED,
              responses={200: {"model": HistoryRead, "description": "the label already has this value"}})
 def correct_sequence(campaign: LockedCampaignDep, sequence_id: int, data: CorrectionCreate,
-                     session: SessionDep, response: Response) -> HistoryRead:
+                     session: SessionDep, request: Request, response: Response) -> HistoryRead:
     """Correct the sequence's current label: a new label supersedes it (nothing is overwritten;
     the history keeps both). The optimizer uses the corrected value from its next step on."""
-    result, added = service.correct(session, campaign, sequence_id, data)
+    result, added = service.correct(session, campaign, sequence_id, data,
+                                    api_key_id=request.state.api_key_id)
     if not added:
         response.status_code = status.HTTP_200_OK
     return result

@@ -1,4 +1,4 @@
-"""Upload reports and labelled-sequence rows."""
+"""Labelled-sequence rows."""
 
 from __future__ import annotations
 
@@ -7,21 +7,6 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from api.schemas.common import Page
-
-
-class UploadReport(BaseModel):
-    """What an upload stored. A second upload of the same bytes stores nothing and says so."""
-
-    upload_id: int
-    sha256: str
-    rows: int = Field(description="data rows in the file")
-    new_measurements: int
-    duplicates: int = Field(description="rows equal to a measurement already stored")
-    already_uploaded: bool = Field(description="the same file was uploaded before: nothing new")
-    batch_id: int | None = None
-    batch_status: str | None = None
-    remaining: int | None = Field(None, description="candidates of the batch still without a result")
-    campaign_status: str
 
 
 class SequenceRead(BaseModel):

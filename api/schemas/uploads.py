@@ -23,6 +23,9 @@ class UploadCheck(BaseModel):
 
 
 class UploadRead(BaseModel):
+    """An upload, in every response that concerns one: preview, commit, the one-step routes
+    (``/measurements``, ``/batches/{id}/results``), get and list."""
+
     id: int
     campaign_id: int
     batch_id: int | None = None
@@ -36,6 +39,8 @@ class UploadRead(BaseModel):
     created_at: datetime
     committed_at: datetime | None = None
     campaign_status: str | None = None
+    batch_status: str | None = Field(None, description="the status of the upload's batch now")
+    remaining: int | None = Field(None, description="candidates of the batch still without a result")
 
 
 UploadPage = Page[UploadRead]

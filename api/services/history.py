@@ -66,9 +66,11 @@ def history(session: Session, campaign: Campaign, sequence_id: int) -> HistoryRe
                        current=next((i for i in items if i.current), None), items=items)
 
 
-def correct(session: Session, campaign: Campaign, sequence_id: int, data: CorrectionCreate) -> tuple[HistoryRead, bool]:
-    """Supersede the sequence's current label with ``data``; returns the history and whether a
-    row was added (the same value again adds nothing, so a retried request is harmless)."""
+def correct(session: Session, campaign: Campaign, sequence_id: int, data: CorrectionCreate, *,
+            api_key_id: int | None) -> tuple[HistoryRead, bool]:
+    """Supersede the sequence's current label with ``data``, recording ``api_key_id`` as who
+    corrected it; returns the history and whether a row was added (the same value again adds
+    nothing, so a retried request is harmless)."""
     seq = _sequence(session, campaign, sequence_id)
     old = current(session, seq.id)
     if old is None:
@@ -91,6 +93,7 @@ def correct(session: Session, campaign: Campaign, sequence_id: int, data: Correc
     session.flush()
     session.add(Measurement(campaign_id=campaign.id, sequence_id=seq.id, candidate_id=old.candidate_id,
                             batch_id=old.batch_id, value=value, feasible=feasible,
-                            source=MeasurementSource.UPLOAD, supersedes_id=old.id, note=data.note))
+                            source=MeasurementSource.UPLOAD, supersedes_id=old.id, note=data.note,
+                            api_key_id=api_key_id))
     session.flush()
     return history(session, campaign, seq.id), True

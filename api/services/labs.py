@@ -15,30 +15,15 @@ import secrets
 import sys
 from pathlib import Path
 
-from sqlalchemy import bindparam, event, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from api.db import utcnow
-from api.models import ApiKey, Campaign, Lab, Measurement, Upload
+from api.models import ApiKey, Campaign, Lab
 
 KEY_PREFIX = "llome_"
 EMBEDDED_LAB = "default"
 KEY_FILE = Path(".llome") / "api-key"
-
-
-PROVENANCE_KEY = "api_key_id"  # session.info entry set by the API's auth dependency
-
-
-@event.listens_for(Session, "before_flush")
-def _stamp_provenance(session: Session, _context: object, _instances: object) -> None:
-    """Every upload and measurement a request writes records the key that wrote it, whichever
-    service wrote it (workers have no key: theirs stay null)."""
-    key_id = session.info.get(PROVENANCE_KEY)
-    if key_id is None:
-        return
-    for obj in session.new:
-        if isinstance(obj, (Upload, Measurement)) and obj.api_key_id is None:
-            obj.api_key_id = key_id
 
 
 def hash_key(key: str) -> str:

@@ -21,7 +21,7 @@ from api.services import batches as batch_service
 from api.services import campaigns as campaign_service
 from api.services import candidates as candidate_service
 from api.services import metrics as metrics_service
-from api.services import uploads as upload_service
+from api.services import ingest
 
 # --- campaigns of a lab -------------------------------------------------------------------
 
@@ -297,13 +297,11 @@ def preview_upload(session: Session, lab_id: int | None, campaign_id: int, batch
     try:
         campaign = campaign_of(session, lab_id, campaign_id, lock=True)
         batch = batch_service.get_or_404(session, campaign, batch_id) if batch_id is not None else None
-        upload, already = upload_service.preview(session, campaign=campaign, batch=batch, data=data,
-                                                 filename=filename, settings=settings)
+        upload, already = ingest.preview(session, campaign=campaign, batch=batch, data=data,
+                                         filename=filename, settings=settings, api_key_id=key_id)
     except LlomeError as exc:  # refused as a whole (size, closed batch, unreadable file)
         session.rollback()
         return _refused(filename, batch_id, data, exc)
-    if key_id is not None and getattr(upload, "api_key_id", 1) is None:
-        upload.api_key_id = key_id  # provenance: who uploaded it, as the API records it
     r = dict(upload.report or {})
     committed = str(upload.status) == "committed"
     accepted = int(r.get("accepted", 0))
@@ -323,9 +321,9 @@ def commit_upload(session: Session, lab_id: int | None, campaign_id: int, upload
                   settings: Settings, skip_rejected: bool = False) -> Committed:
     """Store a previewed upload's accepted rows (``POST .../uploads/{id}/commit``), all or none."""
     campaign = campaign_of(session, lab_id, campaign_id, lock=True)
-    upload = upload_service.get_or_404(session, campaign, upload_id)
+    upload = ingest.get_or_404(session, campaign, upload_id)
     before = str(upload.status) == "committed"
-    upload = upload_service.commit(session, campaign=campaign, upload=upload,
+    upload = ingest.commit(session, campaign=campaign, upload=upload,
                                    skip_rejected=skip_rejected, settings=settings)
     return Committed(0 if before else int(upload.new_measurements or 0), before)
 
@@ -364,5 +362,5 @@ def can_withdraw(status: str) -> bool:
 
 def recent_uploads(session: Session, campaign: Campaign, limit: int = 10) -> list[Any]:
     """``GET /campaigns/{id}/uploads``: who, when, file hash and outcome, newest first."""
-    rows, _ = upload_service.list_(session, campaign, cursor=None, limit=limit)
+    rows, _ = ingest.list_(session, campaign, cursor=None, limit=limit)
     return rows

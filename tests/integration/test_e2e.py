@@ -155,7 +155,7 @@ def run_wetlab_campaign(client: Any, procs: Procs | None, timeout: float = 300) 
 
     seed = client.post(f"/campaigns/{cid}/measurements", files={"file": ("seed.csv", lab.seed_csv(), "text/csv")})
     assert seed.status_code == 201, seed.text
-    assert seed.json()["new_measurements"] == 40
+    assert seed.json()["report"]["new_measurements"] == 40
 
     for round_ in (1, 2):
         waiting = poll_campaign(client, cid, {"awaiting_labels"}, timeout, procs)
@@ -172,10 +172,10 @@ def run_wetlab_campaign(client: Any, procs: Procs | None, timeout: float = 300) 
         up = client.post(f"/campaigns/{cid}/batches/{newest['id']}/results",
                          files={"file": ("results.csv", results, "text/csv")})
         assert up.status_code == 201, up.text
-        assert up.json()["remaining"] == 0 and up.json()["new_measurements"] == newest["size"]
+        assert up.json()["remaining"] == 0 and up.json()["report"]["new_measurements"] == newest["size"]
         again = client.post(f"/campaigns/{cid}/batches/{newest['id']}/results",
                             files={"file": ("results.csv", results, "text/csv")})
-        assert again.status_code == 200 and again.json()["new_measurements"] == 0
+        assert again.status_code == 200 and again.json()["already_uploaded"] is True
 
     done = poll_campaign(client, cid, {"completed"}, timeout, procs)
     assert done["round"] == 2

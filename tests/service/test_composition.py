@@ -74,7 +74,7 @@ def test_controls_join_every_batch_outside_the_budget_and_keep_their_result(
     r = client.post(f"/campaigns/{cid}/batches/{bid}/results",
                     files={"file": ("r.csv", csv_bytes("candidate_id,score", rows), "text/csv")})
     assert r.status_code == 201, r.text
-    assert r.json()["batch_status"] == "labelled" and r.json()["new_measurements"] == batch["size"]
+    assert r.json()["batch_status"] == "labelled" and r.json()["report"]["new_measurements"] == batch["size"]
     detail = client.get(f"/campaigns/{cid}/candidates/{controls[0]['candidate_id']}").json()
     assert detail["status"] == "measured" and detail["control_score"] == 0.5 and detail["is_control"]
     with session_factory() as s:

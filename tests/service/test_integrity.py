@@ -73,7 +73,7 @@ def test_re_uploading_the_file_after_a_correction_changes_nothing(client) -> Non
     sid = _sid(client, cid, "GGGGGG")
     client.post(f"/campaigns/{cid}/sequences/{sid}/corrections", json={"score": 0.1, "note": "typo"})
     r = upload(client, cid, SEED)
-    assert r.status_code == 200 and r.json()["already_uploaded"] and r.json()["new_measurements"] == 0
+    assert r.status_code == 200 and r.json()["already_uploaded"] and r.json()["status"] == "committed"
     assert client.get(f"/campaigns/{cid}/sequences/{sid}/history").json()["current"]["score"] == 0.1
 
 

@@ -79,9 +79,10 @@ def test_seed_csv_starts_a_waiting_wetlab_campaign(client, publisher, session_fa
     rows = seed_rows()
     r = upload(client, cid, csv_bytes("sequence,score", rows))
     assert r.status_code == 201, r.text
-    report = r.json()
+    report = r.json()["report"]
     assert (report["rows"], report["new_measurements"], report["duplicates"]) == (30, 30, 0)
-    assert report["already_uploaded"] is False and report["campaign_status"] == "generating"
+    assert r.json()["already_uploaded"] is False and r.json()["campaign_status"] == "generating"
+    assert r.json()["status"] == "committed" and r.json()["kind"] == "measurements"
     assert publisher.names() == [TaskName.GENERATE]
     assert counts(session_factory, cid) == (30, 1, 30)
 
@@ -89,10 +90,11 @@ def test_seed_csv_starts_a_waiting_wetlab_campaign(client, publisher, session_fa
 def test_uploading_the_same_measurements_twice_adds_nothing(client, session_factory) -> None:
     cid = wetlab(client)
     data = csv_bytes("sequence,score", seed_rows())
-    assert upload(client, cid, data).status_code == 201
+    first = upload(client, cid, data)
+    assert first.status_code == 201
     again = upload(client, cid, data)
     assert again.status_code == 200
-    assert again.json()["already_uploaded"] is True and again.json()["new_measurements"] == 0
+    assert again.json()["already_uploaded"] is True and again.json()["id"] == first.json()["id"]
     assert counts(session_factory, cid) == (30, 1, 30)
 
 
@@ -120,11 +122,11 @@ def test_every_stored_value_is_exactly_the_uploaded_one(client, session_factory)
 def test_copy_text_escapes_what_would_end_a_cell() -> None:
     from datetime import UTC, datetime
 
-    from api.services.measurements import _copy_cell
+    from api.services.bulk import copy_cell
 
-    assert _copy_cell("a\tb\\c\nd\re") == "a\\tb\\\\c\\nd\\re"
-    assert [_copy_cell(v) for v in (None, True, False, 7, 0.1)] == ["\\N", "t", "f", "7", "0.1"]
-    assert _copy_cell(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "2026-01-02T03:04:05.000006+00:00"
+    assert copy_cell("a\tb\\c\nd\re") == "a\\tb\\\\c\\nd\\re"
+    assert [copy_cell(v) for v in (None, True, False, 7, 0.1)] == ["\\N", "t", "f", "7", "0.1"]
+    assert copy_cell(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "2026-01-02T03:04:05.000006+00:00"
 
 
 def test_overlapping_files_store_each_measurement_once(client, session_factory) -> None:
@@ -133,7 +135,7 @@ def test_overlapping_files_store_each_measurement_once(client, session_factory) 
     assert upload(client, cid, csv_bytes("sequence,score", rows[:12])).status_code == 201
     r = upload(client, cid, csv_bytes("sequence,score", rows[8:]))
     assert r.status_code == 201
-    assert (r.json()["new_measurements"], r.json()["duplicates"]) == (8, 4)
+    assert (r.json()["report"]["new_measurements"], r.json()["report"]["duplicates"]) == (8, 4)
     assert counts(session_factory, cid)[0] == 20
 
 
@@ -236,7 +238,7 @@ def test_results_complete_the_batch_and_start_the_next_round(client, publisher, 
     first = csv_bytes("candidate_id,score", [(c["candidate_id"], 0.5) for c in cands[:3]])
     r = upload_results(client, cid, bid, first)
     assert r.status_code == 201, r.text
-    assert (r.json()["new_measurements"], r.json()["remaining"]) == (3, len(cands) - 3)
+    assert (r.json()["report"]["new_measurements"], r.json()["remaining"]) == (3, len(cands) - 3)
     assert r.json()["batch_status"] == "awaiting_labels" and publisher.sent == []
     # the rest by sequence, one infeasible
     rest = [(c["sequence"], 0.25, "true") for c in cands[3:]]
@@ -256,11 +258,12 @@ def test_results_complete_the_batch_and_start_the_next_round(client, publisher, 
 def test_uploading_the_same_results_twice_adds_nothing(client, batch, session_factory) -> None:
     cid, bid = batch["campaign_id"], batch["id"]
     data = csv_bytes("candidate_id,score", [(c["candidate_id"], 0.1) for c in batch["candidates"]])
-    assert upload_results(client, cid, bid, data).status_code == 201
+    first = upload_results(client, cid, bid, data)
+    assert first.status_code == 201
     before = counts(session_factory, cid)
     again = upload_results(client, cid, bid, data)
     assert again.status_code == 200 and again.json()["already_uploaded"] is True
-    assert again.json()["new_measurements"] == 0
+    assert again.json()["id"] == first.json()["id"]
     assert counts(session_factory, cid) == before
 
 
@@ -270,7 +273,7 @@ def test_results_for_candidates_already_measured_count_as_duplicates(client, bat
     assert upload_results(client, cid, bid, csv_bytes("candidate_id,score", [(c0["candidate_id"], 0.3)])).status_code == 201
     r = upload_results(client, cid, bid, csv_bytes("candidate_id,score",
                                                    [(c0["candidate_id"], 0.3), (c1["candidate_id"], 0.4)]))
-    assert r.status_code == 201 and (r.json()["new_measurements"], r.json()["duplicates"]) == (1, 1)
+    assert r.status_code == 201 and (r.json()["report"]["new_measurements"], r.json()["report"]["duplicates"]) == (1, 1)
 
 
 def _bad_results(batch: dict[str, Any]) -> list[Any]:
@@ -360,7 +363,7 @@ def test_export_escapes_cells_a_spreadsheet_would_run(client) -> None:
     assert "-0.25" in {c[3] for c in cells}  # numbers stay numbers
     # an exported (escaped) sequence uploads back as the same sequence
     r = upload(client, cid, b"sequence,score\n'=AC,0.5\n")
-    assert r.status_code == 201 and r.json()["duplicates"] == 1
+    assert r.status_code == 201 and r.json()["report"]["duplicates"] == 1
 
 
 def test_metrics_and_plot_for_a_wetlab_campaign(client, seeded) -> None:

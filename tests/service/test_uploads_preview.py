@@ -56,8 +56,8 @@ def test_the_same_file_twice_is_one_stored_copy_whatever_route_sends_it(client, 
     assert second.json()["id"] == first.json()["id"] and second.json()["already_uploaded"] is True
     # the one-step route commits that same previewed upload
     one = client.post(f"/campaigns/{cid}/measurements", files={"file": ("d.csv", data, "text/csv")})
-    assert one.status_code == 201 and one.json()["upload_id"] == first.json()["id"]
-    assert one.json()["new_measurements"] == 12
+    assert one.status_code == 201 and one.json()["id"] == first.json()["id"]
+    assert one.json()["report"]["new_measurements"] == 12 and one.json()["status"] == "committed"
     assert preview(client, cid, data).json()["status"] == "committed"
     assert counts(session_factory, cid) == (12, 1, 12)
     listed = client.get(f"/campaigns/{cid}/uploads").json()["items"]
