@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from api.config import Settings
 from api.errors import CampaignNotFound, Unauthorized
 from api.models import Campaign, Lab
-from api.ratelimit import RateLimiter
+from api.ratelimit import RateLimiter, limiter_of
 from api.services import labs as labs_service
 
 
@@ -68,10 +68,16 @@ bearer = HTTPBearer(auto_error=False, scheme_name="APIKey",
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def _presented_key(credentials: HTTPAuthorizationCredentials | None) -> str:
+def _unauthorized(request: Request, message: str) -> Unauthorized:
+    """A 401, counted against the client's address (a 429 once it floods)."""
+    _limiter(request).failed(request)
+    return Unauthorized(message)
+
+
+def _presented_key(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None:
-        raise Unauthorized("this route needs an API key: send the header 'Authorization: Bearer <key>' "
-                           "(create one with `llome keys create --lab NAME`)")
+        raise _unauthorized(request, "this route needs an API key: send the header 'Authorization: "
+                            "Bearer <key>' (create one with `llome keys create --lab NAME`)")
     return credentials.credentials.strip()
 
 
@@ -84,20 +90,16 @@ def _accept(request: Request, key_id: int) -> None:
 
 def get_lab(request: Request, session: SessionDep, credentials: Credentials) -> Lab:
     """The lab whose key is in ``Authorization: Bearer <key>``; 401 otherwise."""
-    found = labs_service.key_and_lab(session, _presented_key(credentials))
+    found = labs_service.key_and_lab(session, _presented_key(request, credentials))
     if found is None:
-        raise Unauthorized("the API key is unknown or revoked")
+        raise _unauthorized(request, "the API key is unknown or revoked")
     key, lab = found
     _accept(request, key.id)
     return lab
 
 
 def _limiter(request: Request) -> RateLimiter:
-    state = request.app.state
-    if getattr(state, "rate_limiter", None) is None:
-        settings: Settings = state.settings
-        state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-    return state.rate_limiter
+    return limiter_of(request.app.state)
 
 
 LabDep = Annotated[Lab, Depends(get_lab)]
@@ -107,11 +109,13 @@ def _campaign(request: Request, session: Session, campaign_id: int,
               credentials: HTTPAuthorizationCredentials | None, *, lock: bool) -> Campaign:
     # Key and campaign in one query (polling clients ask this many times a second); only a miss
     # asks again, to tell a bad key (401) from another lab's or a missing campaign (404, alike).
-    key = _presented_key(credentials)
+    key = _presented_key(request, credentials)
     found = labs_service.campaign_for_key(session, campaign_id, key, lock=lock)
     if found is None:
-        if labs_service.key_and_lab(session, key) is None:
-            raise Unauthorized("the API key is unknown or revoked")
+        owner = labs_service.key_and_lab(session, key)
+        if owner is None:
+            raise _unauthorized(request, "the API key is unknown or revoked")
+        _limiter(request).check(owner[0].id)  # guessing ids costs the key's rate too
         raise CampaignNotFound(campaign_id)
     campaign, key_id = found
     _accept(request, key_id)

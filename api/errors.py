@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 log = logging.getLogger("llome.api")
 
@@ -129,7 +130,12 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        response = problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
+        detail = str(exc.detail)
+        if exc.status_code == 413 and MAX_BODY_SIZE_SCOPE_KEY in request.scope:
+            from api.request_body import too_large
+
+            detail = too_large(request.scope[MAX_BODY_SIZE_SCOPE_KEY])  # reading stopped there
+        response = problem(exc.status_code, str(exc.detail), detail, request.url.path)
         response.headers.update(exc.headers or {})
         if exc.status_code == 405:
             # Starlette names only the first matching route's methods; list every documented one.

@@ -14,11 +14,14 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import request_body
 from api.config import Settings, get_settings
 from api.db import make_engine, make_sessionmaker, schema_is_current, upgrade
 from api.errors import install_handlers, problem
+from api.ratelimit import TooManyRequests, limiter_of
 from api.routes import (
     batches,
     campaigns,
@@ -88,7 +91,8 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
 class Gate:
     """Pure ASGI middleware in front of every HTTP request: its X-Request-ID (the client's, or a
     new one), a 413 for an oversized upload from its Content-Length (before the body is read),
-    and admission: at most ``settings.max_concurrent_requests`` requests inside at once (one
+    a body only from a known sender and only up to its limit (``api.request_body``), and
+    admission: at most ``settings.max_concurrent_requests`` requests inside at once (one
     pooled connection each); the others wait up to ``request_queue_s``, then get a 503."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
@@ -116,7 +120,7 @@ class Gate:
 
         path = scope.get("path", "")
         length = headers.get(b"content-length", b"").decode("latin-1")
-        limit = self.settings.max_upload_bytes + 64 * 1024  # room for the multipart envelope
+        limit = self.settings.max_upload_bytes + request_body.ENVELOPE_BYTES
         if length.isdigit() and int(length) > limit:
             response = problem(413, "Upload too large",
                                f"the request body has {length} bytes; uploads are limited to "
@@ -135,6 +139,30 @@ class Gate:
             await response(scope, receive, send_with_id)
             return
         try:
-            await self.app(scope, receive, send_with_id)
+            app = self.app
+            if request_body.has_body(headers):
+                allowed = await request_body.allowed_bytes(scope, self.settings)
+                if allowed is None:  # no body byte is read for a sender nobody knows
+                    await self._unauthorized(scope, receive, send_with_id)
+                    return
+                if length.isdigit() and int(length) > allowed:
+                    await problem(413, "Upload too large", request_body.too_large(allowed), path)(
+                        scope, receive, send_with_id)
+                    return
+                app = RequestBodyLimitMiddleware(app, allowed)  # counted as the body streams
+            await app(scope, receive, send_with_id)
         finally:
             slots.release()
+
+    async def _unauthorized(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        try:
+            limiter_of(scope["app"].state).failed(scope)
+        except TooManyRequests as exc:
+            response = problem(429, exc.title, exc.message, path)
+            response.headers.update(exc.headers)
+        else:
+            response = problem(401, "Unauthorized", "this request has a body: send a live API key "
+                               "first, in the header 'Authorization: Bearer <key>'", path)
+            response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)
