@@ -4,7 +4,8 @@
 checkpoint with the round's objective (SFT and DPO through trl's trainers, MargE and REINFORCE
 through our SFTTrainer subclasses), evaluates the held-out loss every 10% of an epoch, keeps the
 best state in memory (for DPO and MargE only among states whose greedy outputs pass the format
-gate, when ``num_states`` is given) and returns it with the refinement seeds.
+gate, when ``num_states`` is given; if none passes, ``TrainConfig.checkpoint_fallback`` decides)
+and returns it with the refinement seeds.
 
 Hyperparameters come from :func:`resolve`: the paper's for a pretrained model, measured ones for
 the tiny random-init model. Training is fp32 (bf16 only for DPO of a pretrained model on CUDA),
@@ -23,14 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import datasets
+import torch
 from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from llome_core.config import OBJECTIVES, TrainConfig
 from llome_core.datasets import Examples, make_examples, refinement_seeds
+from llome_core.decoding import FREE_SLACK_TOKENS, decode
 from llome_core.objectives import MargETrainer, ReinforceTrainer, sequence_logprobs
 from llome_core.optimizer import Labelled
 from llome_core.progress import Reporter
@@ -137,15 +139,20 @@ class FormatGate:
     min_feasible: float = 0.9
 
     def check(self, model: Any, tokenizer: Any, fmt: Any) -> dict[str, Any]:
-        from llome_core.generation import decode  # generation imports nothing from training
-
         # A valid answer is as long as the target answers (+ slack for a foreign tokenizer):
         # a young model that never closes the bracket is not decoded further.
         longest = max(len(tokenizer(fmt.answer(x))["input_ids"]) for x in self.inputs.tolist())
         decoded = decode(
-            model, tokenizer, fmt, self.inputs, 0.0, num_states=self.num_states,
-            generator=torch.Generator().manual_seed(0), batch_size=256,
-            max_new_tokens=longest + 4, constrained=False,
+            model,
+            tokenizer,
+            fmt,
+            self.inputs,
+            0.0,
+            num_states=self.num_states,
+            generator=torch.Generator().manual_seed(0),
+            batch_size=256,
+            max_new_tokens=longest + FREE_SLACK_TOKENS,
+            decoding="free",
         )
         valid = decoded.valid.cpu()
         outputs = decoded.outputs.cpu()[valid]
@@ -179,9 +186,15 @@ class _BestCheckpoint(TrainerCallback):
     """Evaluates at the chosen steps and keeps the state with the lowest held-out loss (on CPU),
     among the states that pass the format gate when there is one."""
 
-    def __init__(self, eval_steps: set[int], gate: Callable[[Any], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        eval_steps: set[int],
+        gate: Callable[[Any], dict[str, Any]] | None = None,
+        keep_start: bool = False,
+    ) -> None:
         self.eval_steps = eval_steps
         self.gate = gate
+        self.keep_start = keep_start
         self.best_loss = math.inf
         self.best_step: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -192,8 +205,8 @@ class _BestCheckpoint(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._model = model
-        if self.gate is not None and model is not None:
-            # If no checkpoint passes the gate, the round falls back to where it started.
+        if self.gate is not None and self.keep_start and model is not None:
+            # checkpoint_fallback="start": if no checkpoint passes the gate, go back to here.
             self.start_state = _snapshot(model)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -250,35 +263,35 @@ def trainer_arguments(
 ) -> dict[str, Any]:
     """Keyword arguments shared by SFTConfig and DPOConfig for one round (fp32 unless asked,
     no checkpoint files, no reporting, linear decay, no weight decay or accumulation)."""
-    return dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=resolved.batch_size,
-        per_device_eval_batch_size=resolved.batch_size,
-        gradient_accumulation_steps=1,  # the forward batch is the optimizer batch (MargE's w̄)
-        learning_rate=resolved.learning_rate,
-        optim=resolved.optimizer,
-        num_train_epochs=epochs,
-        lr_scheduler_type="linear",
-        warmup_steps=warmup_steps,
-        weight_decay=0.0,
-        bf16=bf16,
-        fp16=False,
-        gradient_checkpointing=False,
-        report_to=[],
-        save_strategy="no",
-        eval_strategy="no",  # _BestCheckpoint asks for evaluations at 10% of the epoch
-        logging_strategy="no",
-        disable_tqdm=True,
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-        remove_unused_columns=False,  # reward / ref_logp columns must reach the collator
-        prediction_loss_only=True,
-        use_cpu=device == "cpu",
-        max_length=None,
-        do_eval=has_eval,
-    )
+    return {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": resolved.batch_size,
+        "per_device_eval_batch_size": resolved.batch_size,
+        "gradient_accumulation_steps": 1,  # the forward batch is the optimizer batch (MargE's w̄)
+        "learning_rate": resolved.learning_rate,
+        "optim": resolved.optimizer,
+        "num_train_epochs": epochs,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": warmup_steps,
+        "weight_decay": 0.0,
+        "bf16": bf16,
+        "fp16": False,
+        "gradient_checkpointing": False,
+        "report_to": [],
+        "save_strategy": "no",
+        "eval_strategy": "no",  # _BestCheckpoint asks for evaluations at 10% of the epoch
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "seed": seed,
+        "data_seed": seed,
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": False,
+        "remove_unused_columns": False,  # reward / ref_logp columns must reach the collator
+        "prediction_loss_only": True,
+        "use_cpu": device == "cpu",
+        "max_length": None,
+        "do_eval": has_eval,
+    }
 
 
 def train_round(
@@ -308,7 +321,9 @@ def train_round(
 
     With ``num_states`` given, DPO and MargE rounds keep only checkpoints that pass
     :class:`FormatGate` (``feasible``, the oracle's constraint, adds its feasibility check); if
-    none passes, the round's starting weights are kept and ``format_gate_passed`` is False.
+    none passes, ``format_gate_passed`` is False and ``config.checkpoint_fallback`` decides:
+    ``final`` keeps the weights training ended with, ``start`` the round's starting weights. The
+    metric ``checkpoint_fallback`` says which one applied (``None`` when none had to).
     """
     if round_index < 0:
         raise ValueError(f"round_index counts from 0 (the first round), got {round_index}")
@@ -319,14 +334,18 @@ def train_round(
     examples = make_examples(labelled, objective, config, generator(seed, "pairs", round_index))
     train_records = examples.records(fmt, "train")
     heldout_records = examples.records(fmt, "heldout")
-    if objective in ("marge", "reinforce") and examples.num_train < 2 and resolved.batch_size > 1:
-        # One example makes the batch of 1 the spec refuses (self-normalized weights ≡ 1).
-        if objective == "marge" or config.reinforce_weighted:
-            if not config.allow_batch_of_one:
-                raise ValueError(
-                    f"only {examples.num_train} training example(s): {objective} normalizes over a "
-                    "batch of at least 2"
-                )
+    normalizes = objective == "marge" or (objective == "reinforce" and config.reinforce_weighted)
+    # One example makes the batch of 1 the spec refuses (self-normalized weights ≡ 1).
+    if (
+        normalizes
+        and examples.num_train < 2
+        and resolved.batch_size > 1
+        and not config.allow_batch_of_one
+    ):
+        raise ValueError(
+            f"only {examples.num_train} training example(s): {objective} normalizes over a "
+            "batch of at least 2"
+        )
 
     model.to(device)
     needs_ref = objective == "marge" or (objective == "reinforce" and config.reinforce_weighted)
@@ -334,7 +353,9 @@ def train_round(
         # π_ref = the checkpoint at the start of the round, scored once, so no second model.
         for records in (train_records, heldout_records):
             if records:
-                ref, _ = sequence_logprobs(model, tokenizer, records, batch_size=max(resolved.batch_size, 64))
+                ref, _ = sequence_logprobs(
+                    model, tokenizer, records, batch_size=max(resolved.batch_size, 64)
+                )
                 for r, lp in zip(records, ref.tolist()):
                     r["ref_logp"] = lp
 
@@ -353,14 +374,24 @@ def train_round(
     bf16 = use_cuda and objective == "dpo" and not is_tiny_model
     has_eval = bool(heldout_records)
     args = trainer_arguments(
-        output_dir=Path(output_dir), resolved=resolved, epochs=epochs, warmup_steps=warmup,
-        seed=train_seed, device=str(device), bf16=bf16, has_eval=has_eval,
+        output_dir=Path(output_dir),
+        resolved=resolved,
+        epochs=epochs,
+        warmup_steps=warmup,
+        seed=train_seed,
+        device=str(device),
+        bf16=bf16,
+        has_eval=has_eval,
     )
     gate = None
     if has_eval and num_states is not None and objective in ("dpo", "marge"):
         fg = FormatGate(examples.inputs[examples.rows("heldout")], num_states, feasible)
-        gate = lambda m: fg.check(m, tokenizer, fmt)  # noqa: E731
-    best = _BestCheckpoint(_eval_steps(steps_per_epoch, epochs) if has_eval else set(), gate)
+        gate = lambda m: fg.check(m, tokenizer, fmt)
+    best = _BestCheckpoint(
+        _eval_steps(steps_per_epoch, epochs) if has_eval else set(),
+        gate,
+        keep_start=config.checkpoint_fallback == "start",
+    )
     callbacks: list[TrainerCallback] = [best]
     if reporter is not None:
         callbacks.append(_Progress(reporter))
@@ -385,12 +416,17 @@ def train_round(
             if bars:
                 datasets.enable_progress_bars()
     gate_passed: bool | None = None
+    fallback: str | None = None  # which checkpoint_fallback applied, if one did
     if best.best_state is not None:
         model.load_state_dict(best.best_state)
         gate_passed = True if gate is not None else None
-    elif gate is not None and best.start_state is not None:
-        model.load_state_dict(best.start_state)
+    elif gate is not None:
         gate_passed = False
+        fallback = config.checkpoint_fallback
+        if fallback == "start":
+            assert best.start_state is not None
+            model.load_state_dict(best.start_state)
+        # "final": the weights training ended with stay, as in the authors' trainers.
     model.eval()
 
     seeds = refinement_seeds(examples, k=num_seeds)
@@ -408,7 +444,7 @@ def train_round(
         # 0: the gate rejected every checkpoint and the starting weights were kept.
         "selected_step": best.best_step
         if best.best_step is not None
-        else (0 if gate_passed is False else int(output.global_step)),
+        else (0 if fallback == "start" else int(output.global_step)),
         "eval_history": best.history,
         "steps": int(output.global_step),
         "epochs": epochs,
@@ -420,6 +456,7 @@ def train_round(
         "format_gate": gate is not None,
         "format_gate_passed": gate_passed,
         "format_gate_history": best.gate_history,
+        "checkpoint_fallback": fallback,
         "replay_fraction": config.replay_fraction,
         "seconds": time.perf_counter() - started,
     }
@@ -437,9 +474,12 @@ def build_trainer(
     callbacks: list[TrainerCallback],
 ) -> Any:
     """The trl trainer of ``objective`` (DPO gets a frozen copy of ``model`` as reference)."""
-    common = dict(
-        train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks
-    )
+    common = {
+        "train_dataset": train_ds,
+        "eval_dataset": eval_ds,
+        "processing_class": tokenizer,
+        "callbacks": callbacks,
+    }
     if objective == "dpo":
         # An explicit frozen copy: DPOTrainer cannot rebuild a reference from a config-built model.
         ref_model = copy.deepcopy(model).eval()
@@ -453,13 +493,21 @@ def build_trainer(
         return SFTTrainer(model=model, args=sft_args, **common)
     if objective == "marge":
         return MargETrainer(
-            model=model, args=sft_args, alpha=config.marge_alpha, beta=config.marge_beta,
-            allow_batch_of_one=config.allow_batch_of_one, **common,
+            model=model,
+            args=sft_args,
+            alpha=config.marge_alpha,
+            beta=config.marge_beta,
+            allow_batch_of_one=config.allow_batch_of_one,
+            **common,
         )
     if objective == "reinforce":
         return ReinforceTrainer(
-            model=model, args=sft_args, alpha=config.marge_alpha, beta=config.marge_beta,
-            weighted=config.reinforce_weighted, allow_batch_of_one=config.allow_batch_of_one,
+            model=model,
+            args=sft_args,
+            alpha=config.marge_alpha,
+            beta=config.marge_beta,
+            weighted=config.reinforce_weighted,
+            allow_batch_of_one=config.allow_batch_of_one,
             **common,
         )
     raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")

@@ -1,4 +1,5 @@
-"""Iterative refinement (spec §3.4), constrained decoding and the temperature schedule (§3.5)."""
+"""Decoding (constrained and free), iterative refinement (spec §3.4) and the temperature schedule
+(§3.5)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from llome_core.config import GenerateConfig, ModelConfig
-from llome_core.generation import decode, format_ids, refine, temperatures_for
+from llome_core.decoding import decode, decode_constrained, format_ids
+from llome_core.generation import refine, temperatures_for
 from llome_core.modeling import build_model, build_tokenizer
 from llome_core.text import TextFormat
 
@@ -129,7 +131,7 @@ def test_constrained_greedy_equals_plain_greedy_generate(trained_model, tokenize
         num_states=V,
         generator=_gen(0),
         batch_size=20,
-        constrained=True,
+        strict=True,
     )
     well_formed = [i for i, p in enumerate(plain) if isinstance(p, list)]
     assert len(well_formed) >= 24, "the fixture model should mostly write the format"
@@ -138,7 +140,7 @@ def test_constrained_greedy_equals_plain_greedy_generate(trained_model, tokenize
         assert d.outputs[i].tolist() == plain[i]
 
 
-def test_fallback_generate_greedy_agrees_with_constrained_greedy(trained_model, tokenizer):
+def test_free_greedy_agrees_with_constrained_greedy(trained_model, tokenizer):
     fmt = TextFormat("json")
     inputs = torch.randint(0, V, (24, L), generator=_gen(8))
     c = decode(
@@ -149,7 +151,7 @@ def test_fallback_generate_greedy_agrees_with_constrained_greedy(trained_model, 
         0.0,
         num_states=V,
         generator=_gen(0),
-        constrained=True,
+        strict=True,
     )
     f = decode(
         trained_model,
@@ -159,7 +161,7 @@ def test_fallback_generate_greedy_agrees_with_constrained_greedy(trained_model, 
         0.0,
         num_states=V,
         generator=_gen(0),
-        constrained=False,
+        decoding="free",
         max_new_tokens=40,
     )
     assert f.valid.sum() >= 12
@@ -187,6 +189,19 @@ def test_log_likelihood_is_the_mean_scaled_log_prob_of_the_answer(
     scale = temperature if temperature > 0 else 1.0
     lp = torch.log_softmax(logits / scale, -1).gather(-1, ids[:, -n:, None]).squeeze(-1)
     torch.testing.assert_close(d.log_likelihood, lp.mean(-1), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["json", "compact"])
+def test_the_fast_neox_walk_computes_what_the_model_computes(random_model, tokenizer, kind):
+    # The pure-torch GPT-NeoX forward against model(...) with a transformers StaticCache:
+    # same noise, so the same samples; likelihoods equal to float rounding.
+    fids = format_ids(tokenizer, TextFormat(kind), V, L)
+    inputs = torch.randint(0, V, (5, L), generator=_gen(9)).repeat_interleave(4, dim=0)
+    temps = torch.tensor([0.0, 0.7, 1.0, 1.6] * 5)
+    fast = decode_constrained(random_model, fids, inputs, temps, _gen(1))
+    ref = decode_constrained(random_model, fids, inputs, temps, _gen(1), engine="static-cache")
+    assert torch.equal(fast.outputs, ref.outputs)
+    torch.testing.assert_close(fast.log_likelihood, ref.log_likelihood, atol=1e-5, rtol=0)
 
 
 def test_constrained_sampling_follows_the_renormalized_state_distribution(random_model, tokenizer):
@@ -306,23 +321,32 @@ def test_refine_is_reproducible_from_the_generator(random_model, tokenizer):
     assert [x.sequence for x in a.candidates] != [x.sequence for x in c.candidates]
 
 
-def test_fallback_counts_parse_failures_and_is_reproducible(random_model, tokenizer):
-    seeds = torch.randint(0, V, (2, L), generator=_gen(41))
+def test_free_decoding_counts_failures_by_reason_and_feeds_on_only_valid_outputs(
+    trained_model, tokenizer
+):
+    # The paper's decoding with our tokenizer: sample freely, parse, drop failures.
+    seeds = torch.randint(0, V, (6, L), generator=_gen(41))
     args = {
         "num_states": V,
         "dim": L,
-        "config": _cfg(num_steps=2, samples_per_step=2, max_new_tokens=24),
-        "temperatures": (1.0,),
-        "constrained": False,
+        "config": _cfg(num_steps=3, samples_per_step=4, decoding="free"),
+        "temperatures": (1.6,),
+        "keep_trace": True,
     }
-    a = refine(random_model, tokenizer, TextFormat("json"), seeds, generator=_gen(1), **args)
-    b = refine(random_model, tokenizer, TextFormat("json"), seeds, generator=_gen(1), **args)
-    m = a.metrics
+    a = refine(trained_model, tokenizer, TextFormat("json"), seeds, generator=_gen(1), **args)
+    b = refine(trained_model, tokenizer, TextFormat("json"), seeds, generator=_gen(1), **args)
+    m, tr = a.metrics, a.trace
     assert m["constrained"] == 0.0
-    assert m["num_generated"] == 2 * (1 + 2) * 2
+    assert m["num_generated"] == 6 * (1 + 4) * 3
     failed = sum(v for k, v in m.items() if k.startswith("parse_fail_") and k != "parse_fail_frac")
-    assert failed == m["num_generated"] - m["num_valid"]
-    assert m["parse_fail_frac"] > 0  # an untrained model rarely writes the format
+    assert failed == m["num_generated"] - m["num_valid"] > 0
+    assert 0 < m["parse_fail_frac"] < 1
+    assert m["parse_fail_frac"] == pytest.approx(1 - float(tr.valid.float().mean()))
+    # Every input is a seed or a valid output of an earlier step; candidates are valid outputs.
+    valid_out = {tuple(o) for o in tr.outputs[tr.valid].tolist()}
+    seed_set = {tuple(x) for x in seeds.tolist()}
+    assert all(tuple(p) in seed_set | valid_out for p in tr.parents.tolist())
+    assert {c.sequence for c in a.candidates} <= valid_out
     assert a.candidates == b.candidates and a.metrics["num_valid"] == b.metrics["num_valid"]
 
 
