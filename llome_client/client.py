@@ -10,9 +10,10 @@ from typing import Any, Self
 import httpx
 import pandas as pd
 
-from api.schemas.batches import BatchRead, BatchSummary, MetricsRead
+from api.schemas.batches import BatchRead, BatchSummary
 from api.schemas.campaigns import CampaignRead
 from api.schemas.common import Page, Problem
+from api.schemas.metrics import MetricsRead
 from api.schemas.uploads import UploadRead
 from llome_client.errors import CampaignEnded, UploadRejected, ValidationFailed, error_for
 

@@ -11,10 +11,10 @@ from pydantic import BaseModel
 from api.deps import CampaignDep, FactoryDep, LabDep, LockedCampaignDep, SessionDep
 from api.errors import LlomeError
 from api.routes import file_response, json_of
-from api.schemas.batches import MetricsRead
 from api.schemas.campaigns import CampaignCreate, CampaignPage, CampaignRead
 from api.schemas.common import PROBLEM_RESPONSES, Page
-from api.schemas.measurements import SequencePage
+from api.schemas.metrics import MetricsRead
+from api.schemas.sequences import SequencePage
 from api.services import campaigns as service
 from api.services import idempotency
 from api.services import metrics as metrics_service

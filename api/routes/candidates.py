@@ -11,8 +11,8 @@ from api.clock import NowDep
 from api.deps import CampaignDep, LockedCampaignDep, SessionDep
 from api.models import Candidate
 from api.routes import file_response
+from api.schemas.candidates import CandidateDetail, ReleaseRead
 from api.schemas.common import PROBLEM_RESPONSES
-from api.schemas.uploads import CandidateDetail, ReleaseRead
 from api.services import batches as batch_service
 from api.services import candidates as service
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from api.notation import parse_ttl
 from api.schemas.common import Page, Progress, Strict, params_from_dataclass
 from llome_core.config import (
     EhrlichConfig,
@@ -140,8 +141,6 @@ class WetlabParams(Strict):
     @classmethod
     def _valid_ttl(cls, v: str | None) -> str | None:
         if v is not None:
-            from api.services.candidates import parse_ttl  # noqa: PLC0415
-
             parse_ttl(v)
         return v
 

@@ -7,7 +7,6 @@ A batch waits while any of its candidates is pending (``proposed``, ``released``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -29,42 +28,11 @@ from api.models import (
     OracleKind,
     Sequence,
 )
-from api.schemas.uploads import CandidateDetail
+from api.notation import parse_ttl
+from api.schemas.candidates import CandidateDetail
 from api.services import campaigns as campaign_service
 
 TEMPLATE_COLUMNS = ["candidate_id", "sequence", "mutant", "score", "status"]
-_TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_ttl(text: str) -> timedelta:
-    """``14d``, ``36h``, ``2w``, ``90m``, ``30s`` as a duration; ValueError otherwise."""
-    match = _TTL.match(text or "")
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"label_ttl {text!r} is not a positive duration like '14d', '36h' or '2w'")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def mutations(parent: str | None, child: str | None) -> str | None:
-    """``child`` against ``parent`` in ProteinGym notation (``A14D:K2R``: wild-type letter, 1-based
-    position, new letter), by position; ``""`` when equal, None when either is missing."""
-    if parent is None or child is None or len(parent) != len(child):
-        return None
-    return ":".join(f"{a}{i + 1}{b}" for i, (a, b) in enumerate(zip(parent, child)) if a != b)
-
-
-def apply_mutations(parent: str, mutant: str) -> str:
-    """The sequence ``mutant`` (ProteinGym notation) makes of ``parent``; ValueError when a
-    wild-type letter does not match."""
-    seq = list(parent)
-    for token in filter(None, mutant.split(":")):
-        wt, pos, new = token[0], int(token[1:-1]), token[-1]
-        if seq[pos - 1] != wt:
-            raise ValueError(f"{token}: position {pos} of the parent is {seq[pos - 1]!r}, not {wt!r}")
-        seq[pos - 1] = new
-    return "".join(seq)
-
-
 def reference_of(campaign: Campaign) -> str | None:
     return (campaign.spec.get("oracle") or {}).get("reference")
 

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from api import notation
 from api.config import Settings
 from api.csvio import (
     CsvError,
@@ -448,10 +449,6 @@ def _identify(
     return cand
 
 
-def _mutation_set(text: str) -> list[str]:
-    return sorted(t.strip() for t in text.split(":") if t.strip())
-
-
 def _validate_results(
     session: Session, campaign: Campaign, batch: Batch, table: CsvTable, plan: Plan
 ) -> None:
@@ -477,7 +474,7 @@ def _validate_results(
             continue
         mutant = cells.get("mutant", "")
         expected = candidate_service.template_mutant(cand, versus_reference)
-        if mutant and _mutation_set(mutant) != _mutation_set(expected):
+        if mutant and not notation.same_mutations(mutant, expected):
             # The template's mutant column is for people (an empty cell says nothing, any
             # order will do); a row naming another candidate's mutations was mixed up on the
             # way (a sorted or pasted-over column).

@@ -10,7 +10,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from api.models import Batch, Campaign, Measurement, OracleKind, Round
-from api.schemas.batches import MetricsRead, RoundMetrics
+from api.schemas.metrics import MetricsRead, RoundMetrics
 
 
 def compute(session: Session, campaign: Campaign) -> MetricsRead:

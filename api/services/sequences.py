@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.csvio import write_rows
 from api.models import Batch, Campaign, Candidate, Measurement, Sequence
-from api.schemas.measurements import SequenceRead
+from api.schemas.sequences import SequenceRead
 
 EXPORT_COLUMNS = [
     "sequence_id", "status", "sequence", "score", "feasible", "round", "candidate_id", "batch_id",

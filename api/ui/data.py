@@ -3,7 +3,6 @@ metrics, batches, uploads, candidates); only the page-shaped summaries are made 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,17 +10,18 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api import notation
 from api.config import Settings
+from api.db import utcnow
 from api.errors import LlomeError, NotFound, _field_name
 from api.models import Campaign, Candidate, Measurement, Sequence
-from api.schemas.batches import MetricsRead
 from api.schemas.campaigns import CampaignCreate
-from api.db import utcnow
+from api.schemas.metrics import MetricsRead
 from api.services import batches as batch_service
 from api.services import campaigns as campaign_service
 from api.services import candidates as candidate_service
-from api.services import metrics as metrics_service
 from api.services import ingest
+from api.services import metrics as metrics_service
 
 # --- campaigns of a lab -------------------------------------------------------------------
 
@@ -171,13 +171,6 @@ def open_batch(session: Session, campaign: Campaign) -> Any | None:
     return batch_service.read(session, batch_service.get_or_404(session, campaign, items[0].id))
 
 
-def mutations(parent: str | None, child: str) -> str:
-    """ProteinGym notation (``A14D:K2R``, 1-based); empty when equal or lengths differ."""
-    if not parent or len(parent) != len(child):
-        return ""
-    return ":".join(f"{a}{i + 1}{b}" for i, (a, b) in enumerate(zip(parent, child)) if a != b)
-
-
 @dataclass
 class Step:
     sequence: str
@@ -227,7 +220,7 @@ def lineage(session: Session, campaign: Campaign, candidate_id: int) -> Lineage:
         parent = prev[0].parent
     chain.reverse()
     for before, after in zip(chain, chain[1:]):
-        after.mutations = mutations(before.sequence, after.sequence)
+        after.mutations = notation.mutations(before.sequence, after.sequence) or ""
     return Lineage(candidate=chain[-1], parent=cand.parent, trajectory_seed=cand.trajectory_seed,
                    steps=chain)
 

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
+from api import notation
 from api.csvio import write_rows
 from api.errors import LlomeError
 from api.models import TERMINAL_CAMPAIGN, CampaignStatus
@@ -217,7 +218,7 @@ def _campaign_page(ctx: Ctx, campaign_id: int, preview: data.Preview | None = No
     batch = data.open_batch(ctx.db, campaign)
     parents = {}
     if batch is not None:
-        parents = {c.candidate_id: data.mutations(c.parent, c.sequence) for c in batch.candidates}
+        parents = {c.candidate_id: notation.mutations(c.parent, c.sequence) or "" for c in batch.candidates}
     return ctx.render("campaign.html", status_code=status_code, c=s.read, s=s, metrics=m,
                       batch=batch, mutations=parents, plot_v=data.plot_version(m), preview=preview,
                       msg=_flash(ctx.request), terminal=TERMINAL_CAMPAIGN,

@@ -10,7 +10,7 @@ import random
 from sqlalchemy import select
 
 from api.models import Round
-from api.services.candidates import apply_mutations, mutations
+from api.notation import apply_mutations, mutations
 from tests.conftest import drain
 
 ALPHABET = "ACDEFGHIKL"

@@ -1,0 +1,28 @@
+"""Per-round metrics of a campaign."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class RoundMetrics(BaseModel):
+    """One row per round (round 0: the seed data and uploads outside any batch)."""
+
+    round: int
+    oracle_calls: int = Field(description="cumulative, the GA seeding's calls included")
+    labelled: int
+    feasible_fraction: float | None = None
+    unique_fraction: float | None = None
+    mean_score: float | None = Field(None, description="infeasible sequences count as 0")
+    best_score: float | None = Field(None, description="best of this round")
+    best_so_far: float | None = None
+    regret: float | None = Field(None, description="1 - best_so_far (Ehrlich only)")
+    mean_regret: float | None = Field(None, description="1 - mean_score (Ehrlich only)")
+    train: dict | None = None
+    proposal: dict | None = None
+
+
+class MetricsRead(BaseModel):
+    campaign_id: int
+    objective: str = Field(description="'regret' for Ehrlich (known optimum 1), else 'score'")
+    rounds: list[RoundMetrics]
