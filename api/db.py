@@ -57,6 +57,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Execution option naming a connection whose transactions only read (see ``read_only``).
+READ_ONLY = "llome_read_only"
+# How long a SQLite writer waits for the write lock before "database is locked" (then a 503 with
+# Retry-After); readers never wait, and writes are kept short.
+SQLITE_BUSY_S = 10
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine and pool, for transactions that only read. On SQLite they begin deferred:
+    in WAL mode a reader neither waits for the writer nor holds it up. Postgres is unchanged."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def make_engine(settings: Settings) -> Engine:
     """An engine for ``settings.database_url``; SQLite gets foreign keys, WAL and write locks."""
     if settings.is_sqlite:
@@ -68,7 +81,7 @@ def make_engine(settings: Settings) -> Engine:
         engine = create_engine(
             settings.database_url,
             # The embedded worker thread and the web threads share the file.
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_S},
             **pool,
         )
 
@@ -78,14 +91,16 @@ def make_engine(settings: Settings) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_S * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # SQLite ignores SELECT ... FOR UPDATE; taking the write lock at BEGIN serializes
-            # writers, so "lock the campaign, read, write" stays correct. Transactions are short.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # writers, so "lock the campaign, read, write" stays correct. Readers (GET requests,
+            # exports) begin deferred and never take it.
+            read = conn.get_execution_options().get(READ_ONLY)
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
         return engine
     # pre_ping: the API and workers survive a Postgres restart without a stale-connection error.
@@ -169,7 +184,7 @@ def schema_is_current(settings: Settings, engine: Engine) -> bool:
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         current = MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE}
         ).get_current_revision()

@@ -24,8 +24,19 @@ async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _factory(request: Request) -> sessionmaker[Session]:
+    """Reads get read-only sessions (on SQLite they never take the write lock)."""
+    state = request.app.state
+    return state.read_session_factory if request.method in READ_METHODS else state.session_factory
+
+
 async def get_session_factory(request: Request) -> sessionmaker[Session]:
-    return request.app.state.session_factory
+    return _factory(request)
+
+
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -33,7 +44,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     Tasks queued with ``enqueue_after_commit`` are sent only after the commit. Opening a session
     touches no database (its connection is taken at the first query), so only the end goes to
     the threadpool."""
-    session = request.app.state.session_factory()
+    session = _factory(request)()
     try:
         yield session
     except BaseException:

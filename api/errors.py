@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
@@ -160,6 +160,17 @@ def install_handlers(app: FastAPI) -> None:
                            "after the Retry-After seconds", request.url.path)
         response.headers["Retry-After"] = "1"
         return response
+
+    @app.exception_handler(OperationalError)
+    async def _database_busy(request: Request, exc: OperationalError) -> JSONResponse:
+        # SQLite (the embedded default) lets one writer in at a time; one that waited its busy
+        # timeout is told to come back, not given a 500.
+        if "database is locked" in str(exc.orig) or "database table is locked" in str(exc.orig):
+            response = problem(503, "Service busy", "the database is busy with another write; "
+                               "retry after the Retry-After seconds", request.url.path)
+            response.headers["Retry-After"] = "2"
+            return response
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import request_body
 from api.config import Settings, get_settings
-from api.db import make_engine, make_sessionmaker, schema_is_current, upgrade
+from api.db import make_engine, make_sessionmaker, read_only, schema_is_current, upgrade
 from api.errors import install_handlers, problem
 from api.ratelimit import TooManyRequests, limiter_of
 from api.routes import (
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_sessionmaker(engine, publisher)
+    app.state.read_session_factory = make_sessionmaker(read_only(engine), publisher)
     app.state.publisher = publisher
     install_handlers(app)
 

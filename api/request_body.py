@@ -45,18 +45,26 @@ def _cookie(headers: dict[bytes, bytes], name: str) -> str | None:
 def _key_is_live(app_state: Any, key: str) -> bool:
     from api.services import labs
 
-    with app_state.session_factory() as session:
+    with app_state.read_session_factory() as session:
         return labs.key_and_lab(session, key) is not None
 
 
 def _dashboard_user(app_state: Any, sid: str) -> bool:
-    from api.ui import auth
+    """A logged-in dashboard session whose key is live (the page checks it again, with expiry)."""
+    from sqlalchemy import select
 
-    ui = auth.SessionStore(app_state.session_factory).get(sid)
-    if ui is None or ui.api_key_id is None:
-        return False
-    with app_state.session_factory() as session:
-        return auth.lab_of(session, ui.api_key_id) is not None
+    from api.models import ApiKey, DashboardSession
+    from api.services import labs
+
+    with app_state.read_session_factory() as session:
+        return (
+            session.scalar(
+                select(DashboardSession.id)
+                .join(ApiKey, ApiKey.id == DashboardSession.api_key_id)
+                .where(DashboardSession.sid_hash == labs.hash_key(sid), ApiKey.revoked_at.is_(None))
+            )
+            is not None
+        )
 
 
 async def allowed_bytes(scope: Scope, settings: Settings) -> int | None:

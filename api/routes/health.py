@@ -15,7 +15,7 @@ def health(request: Request, response: Response, settings: SettingsDep) -> dict[
     """``status: ok`` when the database and broker answer; 503 with the failing part otherwise."""
     checks: dict[str, str] = {}
     try:
-        with request.app.state.session_factory() as session:
+        with request.app.state.read_session_factory() as session:  # never waits for a writer
             session.execute(text("select 1"))
         checks["database"] = "ok"
     except Exception as exc:  # report, do not crash: this route exists to say what is down

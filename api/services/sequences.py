@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.csvio import write_rows
@@ -41,29 +41,48 @@ def page(session: Session, campaign: Campaign, *, cursor: int | None, limit: int
     return items, (rows[-1][0].id if more and rows else None)
 
 
+EXPORT_PAGE = 2000  # sequences per short read transaction of an export
+
+
 def export_csv(factory: sessionmaker[Session], campaign_id: int) -> Iterator[str]:
     """Every sequence of the campaign (labelled, and proposed but not yet labelled) as CSV.
-    Opens its own session: the response streams after the request's session has closed."""
 
-    def rows() -> Iterator[list[object]]:
+    Read in pages of ``EXPORT_PAGE`` sequences, each in its own short transaction that ends
+    before its rows are sent: a client that reads slowly holds no transaction (and, on SQLite,
+    no lock) while it reads. Sequences are only ever added, so the pages join without gaps; a
+    label written during the export shows if its sequence's page is read after it."""
+
+    def page_rows(after: int) -> tuple[list[list[object]], int | None]:
         with factory() as session:
+            ids = select(Sequence.id).where(Sequence.campaign_id == campaign_id, Sequence.id > after)
+            last = session.scalar(
+                select(func.max(ids.order_by(Sequence.id).limit(EXPORT_PAGE).subquery().c.id)))
+            if last is None:
+                return [], None
             q = (
                 select(Sequence.id, Sequence.text, Measurement, Candidate.id, Candidate.status, Batch)
                 .outerjoin(Measurement, (Measurement.sequence_id == Sequence.id)
                            & Measurement.superseded_at.is_(None))
                 .outerjoin(Candidate, Candidate.sequence_id == Sequence.id)
                 .outerjoin(Batch, Batch.id == Candidate.batch_id)
-                .where(Sequence.campaign_id == campaign_id)
+                .where(Sequence.campaign_id == campaign_id, Sequence.id > after, Sequence.id <= last)
                 .order_by(Sequence.id)
-                .execution_options(yield_per=1000)
             )
+            out = []
             for sid, text, m, cid, cstatus, batch in session.execute(q).tuples():
                 status = cstatus if m is None else ("measured" if m.feasible else "infeasible")
-                yield [
+                out.append([
                     sid, status or "", text, m.value if m else None, m.feasible if m else None,
                     batch.round if batch else None, cid, batch.id if batch else None,
                     m.source if m else None, m.upload_id if m else None, m.row if m else None,
                     m.created_at.isoformat() if m else None,
-                ]
+                ])
+            return out, last
+
+    def rows() -> Iterator[list[object]]:
+        after: int | None = 0
+        while after is not None:
+            page, after = page_rows(after)
+            yield from page
 
     return write_rows(EXPORT_COLUMNS, rows())
