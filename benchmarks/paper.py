@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import csv
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -246,7 +247,7 @@ def _edit_bins(
 ) -> list[tuple[float, float, int, float]]:
     """(low, high, count, feasible fraction) per edit-distance bin with at least one candidate."""
     out = []
-    for lo, hi in zip(EDIT_BINS, EDIT_BINS[1:]):
+    for lo, hi in itertools.pairwise(EDIT_BINS):
         inside = [f for d, f in zip(distance, feasible) if lo <= d < hi or (hi == 1.0 and d == 1.0)]
         if inside:
             out.append((lo, hi, len(inside), sum(inside) / len(inside)))

@@ -3,6 +3,7 @@ the spec does (seed data = GA steps x particles), and never run twice at once.""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -155,5 +156,5 @@ def test_an_interrupted_llome_run_resumes_from_its_last_round(tmp_path: Path) ->
     rows = _rows(results, "sft")
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert rows[0]["oracle_calls"] == 10_000  # GA seed data: 10 steps x 1000 particles
-    assert all(0 < b["oracle_calls"] - a["oracle_calls"] <= 16 for a, b in zip(rows, rows[1:]))
+    assert all(0 < b["oracle_calls"] - a["oracle_calls"] <= 16 for a, b in itertools.pairwise(rows))
     assert json.loads(run.state_path.read_text())["done"]
