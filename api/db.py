@@ -4,8 +4,6 @@ after-commit hooks, and ``llome db`` (Alembic owns the schema; ``create_all`` is
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,7 +15,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from api.config import Settings, get_settings
+from api.config import Settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -137,16 +135,29 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
+def end_transaction(session: Session, *, succeeded: bool) -> None:
+    """The transaction rule, for requests, dashboard pages and worker steps alike: the work
+    commits as one transaction when it succeeded and rolls back when it raised; services never
+    commit. The session is closed either way."""
+    try:
+        if succeeded:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on error."""
-    with factory() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    """One transaction (:func:`end_transaction`) around the block."""
+    session = factory()
+    try:
+        yield session
+    except BaseException:
+        end_transaction(session, succeeded=False)
+        raise
+    end_transaction(session, succeeded=True)
 
 
 # --- migrations -------------------------------------------------------------------------------
@@ -189,36 +200,3 @@ def schema_is_current(settings: Settings, engine: Engine) -> bool:
             conn, opts={"version_table": VERSION_TABLE}
         ).get_current_revision()
     return current == head
-
-
-def db_main(argv: list[str]) -> int:
-    """``llome db upgrade [REV] | downgrade REV | current``."""
-    parser = argparse.ArgumentParser(prog="llome db", description="Apply or inspect migrations.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    up = sub.add_parser("upgrade", help="apply migrations (default: to head)")
-    up.add_argument("revision", nargs="?", default="head")
-    down = sub.add_parser("downgrade", help="revert migrations (e.g. 'base')")
-    down.add_argument("revision")
-    sub.add_parser("current", help="print the database's revision")
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    if args.action == "upgrade":
-        upgrade(settings, args.revision)
-        print(f"database at {args.revision}: {_safe_url(settings)}")
-    elif args.action == "downgrade":
-        downgrade(settings, args.revision)
-    else:
-        from alembic import command
-
-        command.current(alembic_config(settings))
-    return 0
-
-
-def _safe_url(settings: Settings) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(settings.database_url).render_as_string(hide_password=True)
-
-
-if __name__ == "__main__":
-    sys.exit(db_main(sys.argv[1:]))

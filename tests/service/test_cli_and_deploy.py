@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from api.cli import COMMANDS, main
+from llome_cli import COMMANDS, main
 from api.config import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.cli import main
+from llome_cli import main
 from api.config import get_settings
 from api.db import session_scope
 from api.models import Campaign, Round

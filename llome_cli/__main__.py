@@ -1,0 +1,7 @@
+"""``python -m llome_cli``: the ``llome`` command."""
+
+import sys
+
+from llome_cli import main
+
+sys.exit(main())
