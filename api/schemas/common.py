@@ -61,7 +61,8 @@ _BOOLS = (bool, bool | None)
 
 class Strict(BaseModel):
     """Request bodies: unknown fields are refused by name, true/false is not a number and a number
-    is not true/false (pydantic would read ``num_heads: false`` as zero heads)."""
+    is not true/false (pydantic would read ``num_heads: false`` as zero heads), and text holds no
+    NUL character."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +74,9 @@ class Strict(BaseModel):
                 field = cls.model_fields.get(name)
                 if field is None:
                     continue
+                if isinstance(v, str) and "\x00" in v:
+                    # Postgres text cannot hold NUL; say so by field, not as a database error.
+                    raise ValueError(f"{name}: contains a NUL character (\\x00); text cannot hold one")
                 items = v if typing.get_origin(field.annotation) in (list, tuple) and isinstance(v, list) else [v]
                 numbers = field.annotation in _NUMBERS or any(a in _NUMBERS for a in typing.get_args(field.annotation))
                 if numbers and any(isinstance(x, bool) for x in items):

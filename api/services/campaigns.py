@@ -175,8 +175,16 @@ def to_read(session: Session, campaign: Campaign) -> CampaignRead:
 # --- status changes -----------------------------------------------------------------------
 
 
+_RESUMING = "llome_resuming"  # session.info: the campaign whose next status event is its resume
+
+
 def _event(session: Session, campaign: Campaign, kind: str, old: str | None, new: str | None,
            detail: dict[str, Any] | None = None) -> None:
+    if old == CampaignStatus.CREATED and session.info.get(_RESUMING) == campaign.id:
+        # resume() passes through "created" only for advance() to work out where the campaign
+        # stands: the move that happened is paused -> new.
+        del session.info[_RESUMING]
+        kind, old = "resumed", CampaignStatus.PAUSED
     session.add(CampaignEvent(campaign_id=campaign.id, kind=kind, from_status=old, to_status=new,
                               detail=detail))
 
@@ -213,10 +221,16 @@ def pause(session: Session, campaign: Campaign) -> None:
 def resume(session: Session, campaign: Campaign) -> None:
     if campaign.status != CampaignStatus.PAUSED:
         raise InvalidState(f"campaign {campaign.id} is {campaign.status}, not paused")
-    # advance() works out where the campaign stands; the event records one paused -> X move.
+    # advance() works out where the campaign stands; the log records the one paused -> X move.
     campaign.status = CampaignStatus.CREATED
-    advance(session, campaign, resend_queued=True)
-    _event(session, campaign, "resumed", CampaignStatus.PAUSED, campaign.status)
+    session.info[_RESUMING] = campaign.id
+    try:
+        advance(session, campaign, resend_queued=True)
+    finally:
+        unlogged = session.info.pop(_RESUMING, None) is not None
+    if unlogged:  # it stays where it waits ("created": for seed data)
+        _event(session, campaign, "resumed", CampaignStatus.PAUSED, campaign.status)
+
 
 
 def cancel(session: Session, campaign: Campaign) -> None:

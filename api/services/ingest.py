@@ -53,6 +53,7 @@ from api.models import (
     Batch,
     BatchStatus,
     Campaign,
+    CampaignStatus,
     Candidate,
     CandidateStatus,
     Measurement,
@@ -579,8 +580,16 @@ def _refuse_closed(campaign: Campaign, batch: Batch | None, kind: str) -> None:
             raise BatchNotAwaitingLabels(
                 f"batch {batch.id} is {batch.status}, not awaiting labels: nothing was stored"
             )
-    if campaign.status in TERMINAL_CAMPAIGN:
-        raise InvalidState(f"campaign {campaign.id} is {campaign.status}: it takes no more data")
+    # Molecules already in the lab are still data: a cancelled campaign takes the results of a
+    # batch it released (stored, and nothing runs after them); nothing else once it stopped.
+    if campaign.status in TERMINAL_CAMPAIGN and not (
+        kind == RESULTS and campaign.status == CampaignStatus.CANCELLED
+    ):
+        also = (" (a cancelled campaign still takes the results of a batch awaiting them)"
+                if campaign.status == CampaignStatus.CANCELLED else "")
+        raise InvalidState(f"campaign {campaign.id} is {campaign.status}: it takes no more "
+                           f"data{also}")
+
 
 
 def _preview(

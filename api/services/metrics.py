@@ -82,7 +82,7 @@ def _png(title: str, xlabel: str, ylabel: str, draw: Callable[[Any], bool]) -> b
         ax.text(0.5, 0.5, "no labelled data yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)  # a campaign name is plain text, "$" and all
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
