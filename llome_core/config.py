@@ -6,8 +6,9 @@ live here and only here.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 Objective = Literal["sft", "dpo", "marge", "reinforce"]
@@ -84,7 +85,9 @@ class TrainConfig:
     marge_beta: float = 10.0
     reinforce_weighted: bool = False  # the paper's prose (self-normalized weights) vs its code
     allow_batch_of_one: bool = False  # only to reproduce the authors' degenerate MargE
-    replay_fraction: float = 0.0  # 0: train on last round's labels only; 1: on everything so far
+    # 0: train on last round's labels only (the paper); 1: on everything so far. None: by the
+    # batch size, see :func:`default_replay_fraction` (LoopConfig resolves it).
+    replay_fraction: float | None = None
     # [ours] a uniform sample of at most this many pairs/triples per round (None: all, the paper).
     # Triples grow with the square of a neighbourhood: 500 sequences can give 10^4 and more.
     max_examples: int | None = None
@@ -95,11 +98,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Inner-loop iterative refinement and the filter."""
+    """Inner-loop iterative refinement and the filter.
 
-    num_seeds: int = 200
+    ``num_seeds`` and ``samples_per_step`` left None follow the oracle budget (LoopConfig resolves
+    them with :func:`refinement_budget`): the paper's 200 seeds x 10 steps x (greedy + 6 x 10
+    samples) at N = 2000 calls per round, about 61 outputs per oracle call below it, never more
+    than the paper's volume, with a floor of :data:`MIN_REFINEMENT_SEEDS` seeds.
+    """
+
+    num_seeds: int | None = None
     num_steps: int = 10
-    samples_per_step: int = 10
+    samples_per_step: int | None = None
     temperatures: tuple[float, ...] = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6)
     greedy: bool = True
     max_new_tokens: int = 512
@@ -133,9 +142,50 @@ def parse_schedule(objective: str, rounds: int) -> list[str]:
     return stages[:rounds]
 
 
+# Below this many oracle calls per round a campaign trains on every label so far (spec §3.1
+# [ours]): one small wet-lab batch rarely yields pairs within the distance threshold.
+SMALL_BATCH = 500
+PAPER_BATCH = 2000  # N of the paper's main experiment
+PAPER_SEEDS = 200
+PAPER_SAMPLES = 10
+PAPER_TEMPERATURES = 6
+# Fewest refinement seeds at any budget: at N = 8 this gives 8 seeds x 10 steps x 7 outputs = 560
+# outputs (70 per call), hundreds of distinct ones for the filter to choose 8 from.
+MIN_REFINEMENT_SEEDS = 8
+
+
+def default_replay_fraction(batch_size: int) -> float:
+    """1 (train on everything labelled so far) below :data:`SMALL_BATCH` calls per round, else 0
+    (the paper: the last round's labels only)."""
+    return 1.0 if batch_size < SMALL_BATCH else 0.0
+
+
+def refinement_budget(
+    batch_size: int, num_steps: int = 10, greedy: bool = True
+) -> tuple[int, int]:
+    """(num_seeds, samples_per_step) for ``batch_size`` oracle calls per round.
+
+    The paper decodes 200 seeds x 10 steps x (1 greedy + 6 x 10 samples) = 122,000 outputs for
+    N = 2000, i.e. 61 per oracle call. Below N = 2000 samples scale with the square root of
+    N / 2000 (at least 1) and seeds make up the rest of 61 outputs per call, at least
+    :data:`MIN_REFINEMENT_SEEDS`; at and above 2000 it is the paper's 200 and 10.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    ratio = min(1.0, batch_size / PAPER_BATCH)
+    samples = max(1, round(PAPER_SAMPLES * math.sqrt(ratio)))
+    paper_outputs = PAPER_SEEDS * 10 * (1 + PAPER_TEMPERATURES * PAPER_SAMPLES)
+    per_seed = num_steps * (int(greedy) + PAPER_TEMPERATURES * samples)
+    seeds = round(paper_outputs * ratio / per_seed)
+    return min(PAPER_SEEDS, max(MIN_REFINEMENT_SEEDS, seeds)), samples
+
+
 @dataclass(frozen=True)
 class LoopConfig:
-    """A whole LLOME run."""
+    """A whole LLOME run. Fields left None in ``train`` and ``generate`` are resolved from
+    ``batch_size`` here: ``replay_fraction`` by :func:`default_replay_fraction`, ``num_seeds``
+    and ``samples_per_step`` by :func:`refinement_budget`; the resolved values are what
+    ``to_dict()`` stores."""
 
     objective: str = "sft1-marge9"
     rounds: int = 10
@@ -148,6 +198,18 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         parse_schedule(self.objective, self.rounds)  # fails early with a clear message
+        if self.train.replay_fraction is None:
+            train = replace(self.train, replay_fraction=default_replay_fraction(self.batch_size))
+            object.__setattr__(self, "train", train)
+        g = self.generate
+        if g.num_seeds is None or g.samples_per_step is None:
+            seeds, samples = refinement_budget(self.batch_size, g.num_steps, g.greedy)
+            g = replace(
+                g,
+                num_seeds=seeds if g.num_seeds is None else g.num_seeds,
+                samples_per_step=samples if g.samples_per_step is None else g.samples_per_step,
+            )
+            object.__setattr__(self, "generate", g)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

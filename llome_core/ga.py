@@ -10,6 +10,11 @@ torch is seeded with the instance seed (50494) *after* the initial solution is d
 the global RNG, we use ``torch.Generator().manual_seed(config.seed)``, which yields the same
 stream. Particles are float32 in the authors' pipeline, so the uniform draws here are float32 too.
 
+Oracle calls are counted as the spec counts them: the start population is given (N copies of the
+initial solution), so seed data of 10 steps of 1000 particles cost 10 x 1000 calls, and each
+step's new population costs N. The ``mean_edit_distance`` of a population is the mean normalized
+Hamming distance of each particle to itself before the step's mutation.
+
 One difference from the authors' script (not from holo): botorch's ``SyntheticTestFunction``
 adds ``noise_std * randn_like(f)`` on every call when ``noise_std`` is 0.0 rather than None, which
 consumes the global RNG between GA steps. Our oracle draws nothing, so our stream is holo's
@@ -19,7 +24,7 @@ optimizer driven by a noiseless oracle (the parity fixtures are made that way).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,9 +33,9 @@ import torch
 from llome_core import metrics
 from llome_core.config import GAConfig
 from llome_core.ehrlich import Ehrlich
-from llome_core.optimizer import Candidate, Labelled, Proposal
+from llome_core.optimizer import Candidate, Key, Labelled, Proposal, compose, edit_distance
 from llome_core.progress import Reporter
-from llome_core.rng import generator_state, restore_generator
+from llome_core.rng import derive_seed, generator_state, restore_generator
 
 # holo's particles are float32 parameters: rand_like draws float32 uniforms.
 _UNIFORM_DTYPE = torch.float32
@@ -79,6 +84,22 @@ def ga_step(
     particle is resampled uniformly with probability ``mutation_prob``. Draws, in holo's order:
     parent 1, parent 2, crossover mask, mutation mask, replacement states.
     """
+    return ga_step_with_parents(
+        particles, losses, generator, num_states, mutation_prob, recombine_prob, survival_quantile
+    )[1]
+
+
+def ga_step_with_parents(
+    particles: torch.Tensor,
+    losses: torch.Tensor,
+    generator: torch.Generator,
+    num_states: int,
+    mutation_prob: float,
+    recombine_prob: float,
+    survival_quantile: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`ga_step` that also returns the population before mutation (each particle's parent,
+    the sequence it was made from): ``(parents, next population)``."""
     n, length = particles.shape
     threshold = torch.quantile(losses, survival_quantile)
     if threshold < float(
@@ -105,7 +126,7 @@ def ga_step(
     replacements = torch.randint(
         num_states, (n, length), generator=generator, dtype=_UNIFORM_DTYPE
     ).to(particles.dtype)
-    return torch.where(mutate, replacements, population)
+    return population, torch.where(mutate, replacements, population)
 
 
 def initial_population(start: torch.Tensor, num_particles: int) -> torch.Tensor:
@@ -181,7 +202,7 @@ class GAResult:
 
 def run_ga(
     objective: Ehrlich | Objective,
-    config: GAConfig = GAConfig(),
+    config: GAConfig | None = None,
     *,
     start: torch.Tensor | None = None,
     num_states: int | None = None,
@@ -191,15 +212,16 @@ def run_ga(
     optimal_value: float = 1.0,
     reporter: Reporter | None = None,
 ) -> GAResult:
-    """Run the GA: evaluate the start population (round 0), then ``num_steps`` steps, each
-    followed by evaluating the new population (N oracle calls per round).
+    """Run the GA: evaluate the start population (round 0, given: it costs no oracle call), then
+    ``num_steps`` steps, each followed by evaluating the new population (N oracle calls).
 
     ``objective``: an :class:`Ehrlich` (start defaults to its ``initial_solution(1)``) or a
     callable returning ``(values, feasible)`` or values with -inf for infeasible.
     ``num_steps`` defaults to ``config.num_steps``; ``budget`` (oracle calls) overrides it with
-    ``budget // N - 1`` steps. ``generator`` defaults to one seeded with ``config.seed``.
+    ``budget // N`` steps. ``generator`` defaults to one seeded with ``config.seed``.
     The dataset holds the populations after each step, as the authors' seed data does.
     """
+    config = GAConfig() if config is None else config
     check_config(config)
     if isinstance(objective, Ehrlich):
         num_states = objective.num_states
@@ -212,21 +234,21 @@ def run_ga(
     if budget is not None:
         if budget < config.num_particles:
             raise ValueError(f"budget {budget} is below one population of {config.num_particles}")
-        num_steps = budget // config.num_particles - 1
+        num_steps = budget // config.num_particles
     num_steps = config.num_steps if num_steps is None else int(num_steps)
     if generator is None:
         generator = torch.Generator().manual_seed(config.seed)
 
     particles = initial_population(start, config.num_particles)
-    origin = particles[:1].clone()
+    parents = particles
     archive = _Archive()
     history: list[dict[str, float]] = []
     best_value, best_sequence = -float("inf"), particles[0].clone()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     losses = torch.zeros(config.num_particles)  # set by round 0, before the first step reads it
     for round_ in range(num_steps + 1):
         if round_ > 0:
-            particles = ga_step(
+            parents, particles = ga_step_with_parents(
                 particles,
                 losses,
                 generator,
@@ -245,14 +267,15 @@ def run_ga(
         history.append(
             {
                 "round": round_,
-                "oracle_calls": config.num_particles * (round_ + 1),
+                "oracle_calls": config.num_particles * round_,
                 "best_value": max(best_value, 0.0),
                 "min_regret": optimal_value - max(best_value, 0.0),
                 "mean_regret": float(metrics.regret(values, optimal_value).mean()),
                 "feasible_frac": metrics.feasible_frac(feasible),
                 "unique_frac": metrics.unique_frac(particles),
-                "mean_edit_distance": metrics.mean_edit_distance(particles, origin),
+                "mean_edit_distance": metrics.mean_edit_distance(particles, parents),
                 "seconds": time.perf_counter() - t0,
+                "cpu_seconds": time.process_time() - c0,
             }
         )
         if reporter is not None:
@@ -267,17 +290,38 @@ def run_ga(
     )
 
 
-class GeneticOptimizer:
-    """The GA behind the ask/tell protocol: ``propose()`` asks for the labels of the current
-    population's distinct, not yet labelled sequences; once every particle is labelled the next
-    ``propose()`` takes a GA step. Labels of repeated sequences are reused, never asked twice.
+def campaign_config(
+    batch_size: int,
+    seed: int,
+    *,
+    mutation_prob: float = GAConfig.mutation_prob,
+    recombine_prob: float = GAConfig.recombine_prob,
+    survival_quantile: float = GAConfig.survival_quantile,
+) -> GAConfig:
+    """The GA as a campaign's optimizer: one population of ``batch_size`` particles per round, its
+    generator a named stream of the campaign's ``seed``."""
+    return GAConfig(
+        num_particles=batch_size,
+        mutation_prob=mutation_prob,
+        recombine_prob=recombine_prob,
+        survival_quantile=survival_quantile,
+        seed=derive_seed(seed, "ga-optimizer"),
+    )
 
-    ``start`` is (1, L) (the paper: N copies of one sequence) or (M, L) rows tiled to N.
-    The whole state is ``state_dict()``; :meth:`from_state_dict` resumes bit for bit.
+
+class GeneticOptimizer:
+    """The GA behind the ask/tell protocol of :mod:`llome_core.optimizer`: ``ask()`` asks for the
+    labels of the current population's distinct, not yet labelled sequences; once every particle
+    is labelled the next ``ask()`` takes a GA step. Labels of repeated sequences are reused, never
+    asked twice; a dropped sequence (never sent to the oracle) counts as failed: infeasible.
+
+    ``start`` is (1, L) (the paper: N copies of one sequence) or (M, L) rows tiled to N
+    (:meth:`from_seed_data`: a campaign's best labelled sequences). The whole state is
+    ``state()``; :meth:`from_state` resumes bit for bit.
     """
 
     # A population whose every particle is already labelled is stepped over without asking the
-    # oracle; this bounds how many such steps one propose() may take before giving up.
+    # oracle; this bounds how many such steps one ask() may take before giving up.
     MAX_SILENT_STEPS = 10_000
 
     def __init__(
@@ -303,12 +347,38 @@ class GeneticOptimizer:
             generator if generator is not None else torch.Generator().manual_seed(config.seed)
         )
         self.step = 0  # GA steps taken so far
+        # The population before the last step's mutation: each particle's parent (None at start).
+        self.parents: torch.Tensor | None = None
         self._labels: dict[bytes, tuple[float, bool]] = {}
         self._order: list[bytes] = []
+        self._dropped: set[bytes] = set()
+
+    @classmethod
+    def from_seed_data(
+        cls, config: GAConfig, num_states: int, dim: int, data: Labelled
+    ) -> GeneticOptimizer:
+        """A GA whose population starts from the best labelled sequences (a lab's parents: the
+        best ``max(1, N // 10)``, feasible ones first, by value), tiled to N, told every label."""
+        if len(data) == 0:
+            raise ValueError("the GA needs at least one labelled sequence to start from")
+        order = torch.argsort(data.values + data.feasible.double(), descending=True, stable=True)
+        start = data.sequences[order[: max(1, config.num_particles // 10)]]
+        opt = cls(config, num_states, dim, start)
+        opt.tell(data)
+        return opt
 
     # -- the protocol
-    def propose(self, reporter: Reporter | None = None) -> Proposal:
-        """The current population's distinct sequences that have no label yet (first-seen order)."""
+    def ask(
+        self,
+        n: int | None = None,
+        *,
+        exclude: Iterable[Key] = (),
+        min_hamming: int = 0,
+        reporter: Reporter | None = None,
+    ) -> Proposal:
+        """The current population's distinct sequences with no label yet (first-seen order, at
+        most ``n``), composed (:func:`~llome_core.optimizer.compose`); what composition removes
+        is dropped, i.e. counts as failed, so the GA never waits for it."""
         for _ in range(self.MAX_SILENT_STEPS):
             pending = self._unlabelled()
             if pending:
@@ -321,19 +391,35 @@ class GeneticOptimizer:
                 f"{self.MAX_SILENT_STEPS} GA steps produced no unlabelled sequence: the population "
                 "has collapsed; raise mutation_prob"
             )
-        candidates = [Candidate(sequence=tuple(row)) for row in pending]
+        if n is not None:
+            pending = pending[: int(n)]
+        candidates = [
+            Candidate(sequence=tuple(row), parent=None if parent is None else tuple(parent))
+            for row, parent in pending
+        ]
+        measured = [k for k in self._order if k not in self._dropped]
+        kept, removed, composition = compose(
+            candidates,
+            measured=_rows(measured, self.dim),
+            exclude=exclude,
+            min_hamming=min_hamming,
+        )
+        if removed:
+            self.drop(torch.tensor([list(c.sequence) for c in removed]), "composition")
         labelled = sum(key in self._labels for key in self._keys())
         return Proposal(
-            candidates=candidates,
+            candidates=kept,
             metrics={
                 "ga_step": float(self.step),
                 "unique_frac": metrics.unique_frac(self.particles),
-                "num_new": float(len(candidates)),
+                "num_new": float(len(kept)),
                 "num_labelled_particles": float(labelled),
+                "mean_edit_distance": edit_distance(kept),
+                "composition": composition,
             },
         )
 
-    def observe(self, batch: Labelled) -> None:
+    def tell(self, batch: Labelled) -> None:
         """Record labels; the first label of a sequence wins (a repeated upload changes nothing)."""
         if batch.sequences.shape[0] and batch.sequences.shape[1] != self.dim:
             raise ValueError(
@@ -346,7 +432,26 @@ class GeneticOptimizer:
                 self._labels[key] = (float(value), bool(ok))
                 self._order.append(key)
 
-    def state_dict(self) -> dict[str, Any]:
+    def drop(self, sequences: torch.Tensor, reason: str = "dropped") -> None:
+        """These sequences get no label (withdrawn, expired, never sent): the GA counts them as
+        failed (infeasible). A sequence already labelled keeps its label."""
+        rows = torch.as_tensor(sequences, dtype=torch.long).reshape(-1, self.dim)
+        for row in rows.numpy():
+            key = row.astype("int64").tobytes()
+            if key not in self._labels:
+                self._labels[key] = (0.0, False)
+                self._order.append(key)
+                self._dropped.add(key)
+
+    def known(self) -> set[Key]:
+        """Every labelled or dropped sequence and every particle waiting for its label."""
+        out = {
+            tuple(int(x) for x in torch.frombuffer(bytearray(k), dtype=torch.int64))
+            for k in self._order
+        }
+        return out | {tuple(row) for row, _ in self._unlabelled()}
+
+    def state(self) -> dict[str, Any]:
         """JSON-able state: config, population, step, generator state and every label."""
         return {
             "kind": "ga",
@@ -355,13 +460,15 @@ class GeneticOptimizer:
             "dim": self.dim,
             "step": self.step,
             "particles": self.particles.tolist(),
+            "parents": None if self.parents is None else self.parents.tolist(),
             "generator": generator_state(self.generator),
             "labels": self.labelled().to_dict(),
+            "dropped": _rows([k for k in self._order if k in self._dropped], self.dim).tolist(),
         }
 
     @classmethod
-    def from_state_dict(cls, d: dict[str, Any]) -> GeneticOptimizer:
-        """The optimizer saved by :meth:`state_dict`."""
+    def from_state(cls, d: dict[str, Any]) -> GeneticOptimizer:
+        """The optimizer saved by :meth:`state`."""
         opt = cls(
             GAConfig(**d["config"]),
             d["num_states"],
@@ -370,19 +477,37 @@ class GeneticOptimizer:
             generator=restore_generator(d["generator"]),
         )
         opt.step = int(d["step"])
-        opt.observe(Labelled.from_dict(d["labels"], d["dim"]))
+        if d.get("parents") is not None:
+            opt.parents = torch.tensor(d["parents"], dtype=torch.long)
+        opt.tell(Labelled.from_dict(d["labels"], d["dim"]))
+        for row in d.get("dropped", []):
+            opt._dropped.add(torch.tensor(row, dtype=torch.int64).numpy().tobytes())
         return opt
+
+    # The names of the first version of the protocol.
+    def propose(self, reporter: Reporter | None = None) -> Proposal:
+        return self.ask(reporter=reporter)
+
+    def observe(self, batch: Labelled) -> None:
+        self.tell(batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state()
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any]) -> GeneticOptimizer:
+        return cls.from_state(d)
 
     # -- helpers
     def labelled(self) -> Labelled:
-        """Every label observed so far, in arrival order."""
+        """Every label observed so far (dropped sequences as failed), in arrival order."""
         if not self._order:
             return Labelled(
                 torch.zeros(0, self.dim, dtype=torch.long),
                 torch.zeros(0),
                 torch.zeros(0, dtype=torch.bool),
             )
-        seqs = torch.stack([torch.frombuffer(bytearray(k), dtype=torch.int64) for k in self._order])
+        seqs = _rows(self._order, self.dim)
         values = torch.tensor([self._labels[k][0] for k in self._order], dtype=torch.float64)
         feasible = torch.tensor([self._labels[k][1] for k in self._order])
         return Labelled(seqs, values, feasible)
@@ -401,20 +526,22 @@ class GeneticOptimizer:
     def _keys(self) -> list[bytes]:
         return [row.tobytes() for row in self.particles.to(torch.int64).numpy()]
 
-    def _unlabelled(self) -> list[list[int]]:
+    def _unlabelled(self) -> list[tuple[list[int], list[int] | None]]:
+        """(sequence, its parent) of each distinct particle with no label, first-seen order."""
         seen: set[bytes] = set()
+        parents = self.parents.tolist() if self.parents is not None else None
         pending = []
-        for key, row in zip(self._keys(), self.particles.tolist()):
+        for i, (key, row) in enumerate(zip(self._keys(), self.particles.tolist())):
             if key not in self._labels and key not in seen:
                 seen.add(key)
-                pending.append(row)
+                pending.append((row, None if parents is None else parents[i]))
         return pending
 
     def _advance(self) -> None:
         labels = [self._labels[k] for k in self._keys()]
         values = torch.tensor([v for v, _ in labels], dtype=torch.float32)
         feasible = torch.tensor([f for _, f in labels], dtype=torch.bool)
-        self.particles = ga_step(
+        self.parents, self.particles = ga_step_with_parents(
             self.particles,
             losses_from_values(values, feasible),
             self.generator,
@@ -424,3 +551,10 @@ class GeneticOptimizer:
             self.config.survival_quantile,
         )
         self.step += 1
+
+
+def _rows(keys: list[bytes], dim: int) -> torch.Tensor:
+    """(n, L) int64 sequences from the byte keys the GA stores its labels under."""
+    if not keys:
+        return torch.zeros(0, dim, dtype=torch.long)
+    return torch.stack([torch.frombuffer(bytearray(k), dtype=torch.int64) for k in keys])

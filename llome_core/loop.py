@@ -1,14 +1,15 @@
-"""LLOME (Algorithm 1) as an ask/tell state machine: ``observe`` labels, ``train``, ``generate``.
+"""LLOME (Algorithm 1) as an ask/tell state machine: ``tell`` labels, ``train``, ``generate``.
 
-The loop never calls the oracle. A driver alternates::
+The loop never calls the oracle. A driver alternates (the :class:`~llome_core.optimizer.Optimizer`
+protocol, shared with the GA)::
 
-    loop.observe(seed_data)
+    loop.tell(seed_data)
     while not loop.done:
-        proposal = loop.propose()            # = loop.train() then loop.generate()
-        loop.observe(oracle(proposal))       # minutes for Ehrlich, days for a wet lab
+        proposal = loop.ask()                # = loop.train() then loop.generate()
+        loop.tell(oracle(proposal))          # minutes for Ehrlich, days for a wet lab
 
-Between any two calls ``loop.state_dict()`` is the whole state (labelled data, round, temperature
-statistic, checkpoint path, training seeds): ``LlomeLoop.from_state_dict`` resumes it, and because
+Between any two calls ``loop.state()`` is the whole state (labelled data, round, temperature
+statistic, checkpoint path, training seeds): ``LlomeLoop.from_state`` resumes it, and because
 every random draw comes from a stream named ``(seed, purpose, round)`` and the model is reloaded
 from its checkpoint, a resumed run proposes bit for bit what the uninterrupted one would have.
 """
@@ -17,20 +18,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from llome_core import generation, modeling, selection, training
 from llome_core.config import LoopConfig, parse_schedule
-from llome_core.optimizer import Labelled, Proposal
+from llome_core.optimizer import Key, Labelled, Proposal, compose, edit_distance, keys
 from llome_core.progress import Reporter, null_reporter
 from llome_core.rng import generator
 from llome_core.text import TextFormat
-
-Key = tuple[int, ...]
 
 
 class LoopStateError(RuntimeError):
@@ -104,9 +104,19 @@ class LlomeLoop:
             self._labelled_cache = Labelled.from_dict(self._s.labelled, self.dim)
         return self._labelled_cache
 
-    def state_dict(self) -> dict[str, Any]:
+    @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint the next step starts from (None before the first training)."""
+        return self._s.checkpoint
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        return self._s.checkpoint_sha256
+
+    def state(self) -> dict[str, Any]:
         s = self._s
         return {
+            "kind": "llome",
             "version": 1,
             "config": self.config.to_dict(),
             "num_states": self.num_states,
@@ -115,12 +125,12 @@ class LlomeLoop:
         }
 
     @classmethod
-    def from_state_dict(
+    def from_state(
         cls,
         d: dict[str, Any],
         workdir: str | Path,
         feasible: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> "LlomeLoop":
+    ) -> LlomeLoop:
         loop = cls(
             LoopConfig.from_dict(d["config"]),
             num_states=int(d["num_states"]),
@@ -132,14 +142,43 @@ class LlomeLoop:
         return loop
 
     # ---- ask / tell ----------------------------------------------------------------------
-    def exclude(self, sequences: torch.Tensor) -> None:
-        """Never propose these sequences (e.g. withdrawn by the lab)."""
-        self._s.excluded += torch.as_tensor(sequences).reshape(-1, self.dim).tolist()
+    def known(self) -> set[Key]:
+        """Every sequence labelled, proposed and not yet labelled, or dropped."""
+        known: set[Key] = {tuple(p) for p in self._s.pending}
+        known |= {tuple(p) for p in self._s.excluded}
+        if self.labelled is not None:
+            known |= set(keys(self.labelled.sequences))
+        return known
 
-    def observe(self, batch: Labelled) -> None:
+    def drop(self, sequences: torch.Tensor, reason: str = "dropped") -> None:
+        """Never propose these sequences (withdrawn by the lab, known to the campaign elsewhere);
+        a proposed one no longer waits for its label. ``reason`` is for the caller's records."""
+        rows = torch.as_tensor(sequences, dtype=torch.long).reshape(-1, self.dim).tolist()
+        gone = {tuple(r) for r in rows}
+        self._s.pending = [p for p in self._s.pending if tuple(p) not in gone]
+        have = {tuple(r) for r in self._s.excluded}
+        self._s.excluded += [r for r in rows if tuple(r) not in have]
+
+    def ask(
+        self,
+        n: int | None = None,
+        *,
+        exclude: Iterable[Key] = (),
+        min_hamming: int = 0,
+        reporter: Reporter | None = None,
+    ) -> Proposal:
+        """One outer round: train on the latest labels (unless done already), then refine,
+        filter and compose at most ``n`` (default ``config.batch_size``) candidates."""
+        if self._s.phase == "train":
+            self.train(reporter)
+        return self.generate(reporter, n=n, exclude=exclude, min_hamming=min_hamming)
+
+    def tell(self, batch: Labelled) -> None:
         """Add oracle labels: the seed data first, then each proposed batch (in any pieces)."""
         if batch.sequences.shape[1] != self.dim:
-            raise ValueError(f"sequences have length {batch.sequences.shape[1]}, expected {self.dim}")
+            raise ValueError(
+                f"sequences have length {batch.sequences.shape[1]}, expected {self.dim}"
+            )
         prev = self.labelled
         self._labelled_cache = batch if prev is None else Labelled.concat([prev, batch])
         self._s.labelled = self._labelled_cache.to_dict()
@@ -151,10 +190,24 @@ class LlomeLoop:
             {"step": "observe", "round": self._s.round, **self._batch_metrics(batch)}
         )
 
+    # The names of the first version of the protocol.
+    def observe(self, batch: Labelled) -> None:
+        self.tell(batch)
+
     def propose(self, reporter: Reporter | None = None) -> Proposal:
-        """One outer round: train on the latest labels, then refine and filter."""
-        self.train(reporter)
-        return self.generate(reporter)
+        return self.ask(reporter=reporter)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state()
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        d: dict[str, Any],
+        workdir: str | Path,
+        feasible: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> LlomeLoop:
+        return cls.from_state(d, workdir, feasible)
 
     def train(self, reporter: Reporter | None = None) -> dict[str, Any]:
         """The outer-loop step: fine-tune the current checkpoint on this round's training pool."""
@@ -178,7 +231,7 @@ class LlomeLoop:
             device=self.config.device,
             reporter=reporter,
             is_tiny_model=self.config.model.path is None,
-            num_seeds=self.config.generate.num_seeds,
+            num_seeds=self.config.generate.num_seeds or 0,  # resolved by LoopConfig
             num_states=self.num_states,
             feasible=self.feasible,
         )
@@ -203,9 +256,20 @@ class LlomeLoop:
         s.history.append(_finite(info))
         return info
 
-    def generate(self, reporter: Reporter | None = None) -> Proposal:
-        """The inner loop: iterative refinement from the training seeds, then the filter."""
+    def generate(
+        self,
+        reporter: Reporter | None = None,
+        *,
+        n: int | None = None,
+        exclude: Iterable[Key] = (),
+        min_hamming: int = 0,
+    ) -> Proposal:
+        """The inner loop: iterative refinement from the training seeds, then the filter (at most
+        ``n`` new sequences, none of ``known()`` or ``exclude``) and the batch composition
+        (:func:`~llome_core.optimizer.compose`; what it removes is dropped)."""
         self._expect("generate")
+        n = self.config.batch_size if n is None else int(n)
+        exclude = set(exclude)
         reporter = reporter or null_reporter
         s, t = self._s, self._s.round
         stage = self.schedule[t]
@@ -226,15 +290,29 @@ class LlomeLoop:
             generator=generator(self.config.seed, "generate", t),
             reporter=reporter,
         )
+        filter_started, filter_cpu = time.perf_counter(), time.process_time()
         chosen = selection.select(
             refinement.candidates,
-            self.config.batch_size,
-            exclude=self._known(),
+            n,
+            exclude=self.known() | exclude,
             quantile=self.config.generate.likelihood_quantile,
             generator=generator(self.config.seed, "filter", t),
         )
+        labelled = self.labelled
+        chosen, removed, composition = compose(
+            chosen,
+            measured=labelled.sequences if labelled is not None else torch.zeros(0, self.dim),
+            exclude=exclude,
+            min_hamming=min_hamming,
+        )
+        filter_seconds = time.perf_counter() - filter_started
+        filter_cpu_seconds = time.process_time() - filter_cpu
         s.pending += [list(c.sequence) for c in chosen]
-        s.proposed = [[list(c.sequence), list(c.seed or c.sequence), c.log_likelihood] for c in chosen]
+        if removed:
+            self.drop(torch.tensor([list(c.sequence) for c in removed]), "composition")
+        s.proposed = [
+            [list(c.sequence), list(c.seed or c.sequence), c.log_likelihood] for c in chosen
+        ]
         distance = float(refinement.metrics["mean_edit_distance"])
         s.prev_mean_distance = distance if math.isfinite(distance) else None  # NaN: no valid output
         s.prev_stage = stage
@@ -247,7 +325,14 @@ class LlomeLoop:
             "temperatures": list(temperatures),
             "proposed": len(chosen),
             "seconds": time.perf_counter() - started,
+            # The filter's share of them (ranking by likelihood and composition), for accounting.
+            "filter_seconds": filter_seconds,
+            "filter_cpu_seconds": filter_cpu_seconds,
             **refinement.metrics,
+            # The §3.5 statistic (every valid output against its input) and the batch's own.
+            "refinement_mean_edit_distance": distance,
+            "mean_edit_distance": edit_distance(chosen),
+            "composition": composition,
         }
         s.history.append(_finite(info))
         return Proposal(candidates=chosen, metrics=info)
@@ -267,7 +352,7 @@ class LlomeLoop:
         start = 0 if t == 0 else self._s.train_from
         fresh = torch.arange(start, n)
         older = torch.arange(0, start)
-        frac = self.config.train.replay_fraction
+        frac = self.config.train.replay_fraction or 0.0  # resolved by LoopConfig
         if t > 0 and frac > 0 and len(older):
             g = generator(self.config.seed, "replay", t)
             keep = older[torch.randperm(len(older), generator=g)[: round(frac * len(older))]]
@@ -304,13 +389,6 @@ class LlomeLoop:
         if calibration:
             out["calibration"] = _calibration_bins(calibration)
         return out
-
-    def _known(self) -> set[Key]:
-        known: set[Key] = {tuple(p) for p in self._s.pending}
-        known |= {tuple(p) for p in self._s.excluded}
-        if self.labelled is not None:
-            known |= {tuple(r) for r in self.labelled.sequences.tolist()}
-        return known
 
     def _load_model(self) -> tuple[Any, Any]:
         path = self._s.checkpoint

@@ -37,8 +37,9 @@ def unique_frac(sequences: torch.Tensor) -> float:
 
 
 def mean_edit_distance(sequences: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean number of differing positions (Hamming edit distance) between each row of
-    ``sequences`` (n, L) and the matching row of ``reference`` ((n, L), or (1, L) / (L,) for all)."""
+    """Mean normalized Hamming distance (differing positions / L) between each row of
+    ``sequences`` (n, L) and the matching row of ``reference`` ((n, L), or (1, L) / (L,) for all):
+    the one meaning of ``mean_edit_distance`` in every results table."""
     sequences = torch.as_tensor(sequences)
     reference = torch.as_tensor(reference)
     if reference.ndim == 1:
@@ -53,4 +54,4 @@ def mean_edit_distance(sequences: torch.Tensor, reference: torch.Tensor) -> floa
             f"cannot compare sequences of shape {tuple(sequences.shape)} with reference of shape "
             f"{tuple(reference.shape)}: the reference needs 1 or {sequences.shape[0]} rows of the same length"
         )
-    return float((sequences != reference).sum(dim=-1).double().mean())
+    return float((sequences != reference).double().mean())

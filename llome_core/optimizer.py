@@ -1,19 +1,29 @@
 """What every optimizer exchanges with its driver: labelled batches in, proposals out.
 
-An optimizer never calls the oracle. The driver (the command line, a Celery worker) calls
-``propose()`` for candidates, has them measured, and hands the labels back with ``observe()``.
-Between the two calls the optimizer's whole state is ``state_dict()``, a JSON-able dict, so a
-campaign can stop for days (a wet lab) or after a crash and resume bit for bit.
+An optimizer never calls the oracle. The driver (``llome bench``, a Celery worker) asks for a
+batch with ``ask(n)``, has it measured, and hands the labels back with ``tell(labels)``;
+``drop(sequences, reason)`` says a proposed sequence will get no label (withdrawn by the lab,
+known elsewhere): it is never proposed again, and for the genetic algorithm it counts as failed.
+Between two calls the optimizer's whole state is ``state()``, a JSON-able dict, so a campaign can
+stop for days (a wet lab) or after a crash and resume bit for bit (:func:`from_state`).
+
+Batch composition (:func:`compose`) is part of ``ask``: every driver gets the same batch for the
+same state, seed and arguments.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from llome_core.progress import Reporter
+from llome_core.sequences import pairwise_hamming
+
+Key = tuple[int, ...]
 
 
 @dataclass
@@ -44,7 +54,7 @@ class Labelled:
         return int(self.sequences.shape[0])
 
     @staticmethod
-    def concat(parts: list["Labelled"]) -> "Labelled":
+    def concat(parts: list[Labelled]) -> Labelled:
         return Labelled(
             torch.cat([p.sequences for p in parts]),
             torch.cat([p.values for p in parts]),
@@ -59,9 +69,11 @@ class Labelled:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], dim: int) -> "Labelled":
+    def from_dict(cls, d: dict[str, Any], dim: int) -> Labelled:
         seqs = torch.tensor(d["sequences"], dtype=torch.long).reshape(-1, dim)
-        return cls(seqs, torch.tensor(d["values"], dtype=torch.float64), torch.tensor(d["feasible"]))
+        return cls(
+            seqs, torch.tensor(d["values"], dtype=torch.float64), torch.tensor(d["feasible"])
+        )
 
 
 @dataclass
@@ -81,18 +93,115 @@ class Proposal:
     """A batch of candidates for the oracle plus the metrics of how it was made."""
 
     candidates: list[Candidate]
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sequences(self) -> torch.Tensor:
         return torch.tensor([c.sequence for c in self.candidates], dtype=torch.long)
 
 
+def keys(sequences: torch.Tensor | Iterable[Iterable[int]]) -> list[Key]:
+    """Rows of a (n, L) tensor or of any nested sequence as hashable tuples."""
+    if isinstance(sequences, torch.Tensor):
+        return [tuple(r) for r in sequences.tolist()]
+    return [tuple(int(x) for x in r) for r in sequences]
+
+
+def edit_distance(candidates: list[Candidate]) -> float | None:
+    """Mean normalized Hamming distance from each candidate to the sequence it was made from
+    (its ``parent``); None when no candidate has a parent."""
+    pairs = [(c.sequence, c.parent) for c in candidates if c.parent is not None]
+    if not pairs:
+        return None
+    a = torch.tensor([p[0] for p in pairs], dtype=torch.long)
+    b = torch.tensor([p[1] for p in pairs], dtype=torch.long)
+    return float((a != b).double().mean())
+
+
+def compose(
+    candidates: list[Candidate],
+    *,
+    measured: torch.Tensor,
+    exclude: Iterable[Key] = (),
+    min_hamming: int = 0,
+) -> tuple[list[Candidate], list[Candidate], dict[str, Any]]:
+    """Batch composition, in proposal order (best first): ``exclude`` drops listed sequences;
+    ``min_hamming`` keeps a candidate only if it differs in at least that many positions from every
+    ``measured`` sequence and every candidate kept before it. Returns (kept, removed, counts of
+    what was removed and why) for the round's metrics."""
+    info: dict[str, Any] = {"min_hamming": int(min_hamming), "excluded": 0, "too_close": 0}
+    banned = set(exclude)
+    keep = torch.tensor([c.sequence not in banned for c in candidates], dtype=torch.bool)
+    info["excluded"] = int((~keep).sum())
+    if min_hamming > 0 and candidates:
+        seqs = torch.tensor([list(c.sequence) for c in candidates], dtype=torch.long)
+        if measured.shape[0]:
+            keep &= (pairwise_hamming(seqs, measured) >= min_hamming).all(dim=1)
+        close = pairwise_hamming(seqs, seqs) < min_hamming
+        blocked = torch.zeros(len(candidates), dtype=torch.bool)
+        for i in range(len(candidates)):  # greedy: one vector op per candidate
+            if keep[i] and not blocked[i]:
+                blocked |= close[i]
+            else:
+                keep[i] = False
+        info["too_close"] = int(len(candidates) - info["excluded"] - int(keep.sum()))
+    flags = keep.tolist()
+    kept = [c for c, k in zip(candidates, flags) if k]
+    removed = [c for c, k in zip(candidates, flags) if not k]
+    return kept, removed, info
+
+
 class Optimizer(Protocol):
-    """The ask/tell interface shared by LLOME and the genetic algorithm."""
+    """The campaign-level ask/tell interface shared by LLOME and the genetic algorithm."""
 
-    def observe(self, batch: Labelled) -> None: ...
+    def ask(
+        self,
+        n: int | None = None,
+        *,
+        exclude: Iterable[Key] = (),
+        min_hamming: int = 0,
+        reporter: Reporter | None = None,
+    ) -> Proposal:
+        """At most ``n`` new candidates (default: the configured batch), filtered and composed:
+        never a sequence of ``known()`` or ``exclude``; with ``min_hamming``, apart from each other
+        and from every labelled sequence. Candidates composition removes are dropped."""
+        ...
 
-    def propose(self, reporter: Reporter | None = None) -> Proposal: ...
+    def tell(self, labels: Labelled) -> None:
+        """Oracle labels, of the seed data or of proposed candidates, in any pieces."""
+        ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def drop(self, sequences: torch.Tensor, reason: str) -> None:
+        """These sequences get no label and are never proposed (again)."""
+        ...
+
+    def known(self) -> set[Key]:
+        """Every sequence labelled, proposed and waiting for a label, or dropped."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """The whole state as JSON-able data; :func:`from_state` resumes it."""
+        ...
+
+
+def from_state(
+    d: dict[str, Any],
+    *,
+    workdir: str | Path | None = None,
+    feasible: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    device: str | None = None,
+) -> Optimizer:
+    """The optimizer whose ``state()`` is ``d``: the GA (``kind`` "ga") or the LLOME loop, which
+    also needs its ``workdir``, the oracle's ``feasible`` constraint when known, and the
+    ``device`` to run on (default: the one in the state)."""
+    if d.get("kind") == "ga":
+        from llome_core.ga import GeneticOptimizer
+
+        return GeneticOptimizer.from_state(d)
+    from llome_core.loop import LlomeLoop
+
+    if workdir is None:
+        raise ValueError("resuming a LLOME loop needs its workdir (checkpoints are written there)")
+    if device is not None:
+        d = {**d, "config": {**d["config"], "device": device}}
+    return LlomeLoop.from_state(d, workdir, feasible=feasible)

@@ -198,17 +198,17 @@ def drain(runtime, publisher: RecordingPublisher, max_tasks: int = 200) -> list[
     """Run every task the publisher recorded, in order, as a worker would; returns
     (task name, outcome) pairs. Tasks enqueued while draining are run too."""
     from api.services.jobs import TaskName
-    from worker import steps
+    from worker import runner
 
     done: list[tuple[str, str]] = []
     while publisher.sent and len(done) < max_tasks:
         name, ids = publisher.sent.pop(0)
         if name == TaskName.ADVANCE:
-            steps.advance(runtime, ids[0])
+            runner.advance(runtime, ids[0])
             done.append((name, "advanced"))
         elif name == TaskName.RECOVER:
-            steps.recover(runtime)
+            runner.recover(runtime)
             done.append((name, "recovered"))
         else:
-            done.append((name, steps.run_job(runtime, ids[0])))
+            done.append((name, runner.run_job(runtime, ids[0])))
     return done

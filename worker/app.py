@@ -43,7 +43,7 @@ class RecoveryLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llome-recovery", daemon=True)
 
-    def start(self) -> "RecoveryLoop":
+    def start(self) -> RecoveryLoop:
         self._thread.start()
         return self
 
@@ -52,7 +52,7 @@ class RecoveryLoop:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        from worker.steps import recover
+        from worker.runner import recover
 
         first = True
         while not self._stop.is_set():
@@ -67,31 +67,57 @@ class RecoveryLoop:
 def worker_main(argv: list[str]) -> int:
     """``llome worker [--queues gpu,cpu] [--pool solo|threads] [--concurrency N] [--threads N]``."""
     parser = argparse.ArgumentParser(prog="llome worker", description="Start a Celery worker.")
-    parser.add_argument("--queues", "-Q", default=f"{Queue.GPU},{Queue.CPU}",
-                        help="comma-separated queues to consume (default: gpu,cpu)")
-    parser.add_argument("--pool", "-P", default="solo", choices=["solo", "threads"],
-                        help="solo (default: one task at a time, no fork after torch) or threads")
+    parser.add_argument(
+        "--queues",
+        "-Q",
+        default=f"{Queue.GPU},{Queue.CPU}",
+        help="comma-separated queues to consume (default: gpu,cpu)",
+    )
+    parser.add_argument(
+        "--pool",
+        "-P",
+        default="solo",
+        choices=["solo", "threads"],
+        help="solo (default: one task at a time, no fork after torch) or threads",
+    )
     parser.add_argument("--concurrency", "-c", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: TORCH_THREADS setting or torch's own)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: TORCH_THREADS setting or torch's own)",
+    )
     parser.add_argument("--loglevel", "-l", default="INFO")
     parser.add_argument("--hostname", "-n", default=None)
     args = parser.parse_args(argv)
     settings = get_settings()
     if settings.redis_url is None:
-        parser.error("REDIS_URL is not set: a separate worker needs a broker (the embedded "
-                     "`llome serve` runs its own worker)")
+        parser.error(
+            "REDIS_URL is not set: a separate worker needs a broker (the embedded "
+            "`llome serve` runs its own worker)"
+        )
     threads = args.threads or settings.torch_threads
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = create_celery_app(settings)
     recovery = RecoveryLoop(app.llome_runtime).start()
     worker_args = [
-        "worker", "--queues", args.queues, "--pool", args.pool, "--concurrency", str(args.concurrency),
-        "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+        "worker",
+        "--queues",
+        args.queues,
+        "--pool",
+        args.pool,
+        "--concurrency",
+        str(args.concurrency),
+        "--loglevel",
+        args.loglevel,
+        "--without-gossip",
+        "--without-mingle",
     ]
     if args.hostname:
         worker_args += ["--hostname", args.hostname]

@@ -26,7 +26,7 @@ class EmbeddedWorker:
         self._ctx: AbstractContextManager[Any] | None = None
         self._recovery: RecoveryLoop | None = None
 
-    def start(self) -> "EmbeddedWorker":
+    def start(self) -> EmbeddedWorker:
         from celery.contrib.testing.worker import start_worker
 
         if self.settings.torch_threads:
@@ -35,8 +35,13 @@ class EmbeddedWorker:
             torch.set_num_threads(self.settings.torch_threads)
 
         self._ctx = start_worker(
-            self.app, pool="solo", concurrency=1, perform_ping_check=False, loglevel="WARNING",
-            shutdown_timeout=30.0, queues=[Queue.GPU.value, Queue.CPU.value],
+            self.app,
+            pool="solo",
+            concurrency=1,
+            perform_ping_check=False,
+            loglevel="WARNING",
+            shutdown_timeout=30.0,
+            queues=[Queue.GPU.value, Queue.CPU.value],
         )
         self._ctx.__enter__()
         # The memory broker starts empty: send again what a previous run left queued or running.
@@ -52,5 +57,7 @@ class EmbeddedWorker:
             try:
                 self._ctx.__exit__(None, None, None)
             except RuntimeError:
-                log.warning("the embedded worker did not stop in time; its job resumes at next start")
+                log.warning(
+                    "the embedded worker did not stop in time; its job resumes at next start"
+                )
         rt.engine.dispose()

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from types import TracebackType
+from typing import Self
 
 from sqlalchemy import select
 
@@ -26,7 +27,7 @@ class DbReporter:
     :class:`Cancelled` when the campaign was paused or cancelled, the claim was lost, or the
     process is shutting down."""
 
-    def __init__(self, rt: Runtime, claim: jobs.Claim, heartbeat: "Heartbeat | None" = None) -> None:
+    def __init__(self, rt: Runtime, claim: jobs.Claim, heartbeat: Heartbeat | None = None) -> None:
         self.rt = rt
         self.claim = claim
         self.heartbeat = heartbeat
@@ -44,9 +45,12 @@ class DbReporter:
             return
         self._phase, self._last = phase, now
         with session_scope(self.rt.session_factory) as session:
-            ok = jobs.report_progress(session, self.claim, phase, step, total, changed,
-                                      self.rt.settings.lease_s)
-            status = session.scalar(select(Campaign.status).where(Campaign.id == self.claim.campaign_id))
+            ok = jobs.report_progress(
+                session, self.claim, phase, step, total, changed, self.rt.settings.lease_s
+            )
+            status = session.scalar(
+                select(Campaign.status).where(Campaign.id == self.claim.campaign_id)
+            )
         if not ok:
             raise Cancelled("another worker took over this job")
         if status in STOP_STATUSES:
@@ -64,12 +68,16 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{claim.job_id}", daemon=True)
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
 

@@ -24,7 +24,7 @@ class Runtime:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def create(cls, settings: Settings, celery_app: Any) -> "Runtime":
+    def create(cls, settings: Settings, celery_app: Any) -> Runtime:
         engine = make_engine(settings)
         return cls(
             settings=settings,

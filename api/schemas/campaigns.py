@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, computed_field, field_validator, model_validator
 
 from api.notation import parse_ttl
 from api.schemas.common import Page, Progress, Strict, params_from_dataclass
@@ -16,13 +16,14 @@ from llome_core.config import (
     LoopConfig,
     ModelConfig,
     TrainConfig,
+    default_replay_fraction,
     parse_schedule,
+    refinement_budget,
 )
 from llome_core.sequences import EHRLICH_LETTERS, Alphabet
 
 _EHRLICH = EhrlichConfig()
 _LOOP = LoopConfig()
-SMALL_BATCH = 500  # below this many oracle calls per round, train on every label so far
 
 TrainParams = params_from_dataclass("TrainParams", TrainConfig)
 GenerateParams = params_from_dataclass("GenerateParams", GenerateConfig)
@@ -213,13 +214,17 @@ class CampaignCreate(Strict):
     @model_validator(mode="after")
     def _fits(self) -> "CampaignCreate":
         if isinstance(self.optimizer, LlomeParams):
-            train = self.optimizer.train
-            if "replay_fraction" not in train.model_fields_set and self.batch_size < SMALL_BATCH:
-                # spec §3.1 [ours]: one small batch rarely yields pairs within the distance
-                # threshold, so small campaigns train on everything labelled so far. Stored in
-                # the spec, so GET /campaigns/{id} shows the value in force.
-                train.replay_fraction = 1.0
-                train.model_fields_set.add("replay_fraction")
+            # The core's defaults that follow the batch size (the replay rule, the refinement
+            # budget), resolved and stored in the spec, so GET /campaigns/{id} shows the values
+            # in force.
+            train, gen = self.optimizer.train, self.optimizer.generate
+            if train.replay_fraction is None:
+                train.replay_fraction = default_replay_fraction(self.batch_size)
+            if gen.num_seeds is None or gen.samples_per_step is None:
+                seeds, samples = refinement_budget(self.batch_size, gen.num_steps, gen.greedy)
+                gen.num_seeds = seeds if gen.num_seeds is None else gen.num_seeds
+                if gen.samples_per_step is None:
+                    gen.samples_per_step = samples
         if isinstance(self.optimizer, GAParams):
             if self.optimizer.survival_quantile * self.batch_size < 2:
                 raise ValueError(
@@ -256,6 +261,16 @@ class CampaignCreate(Strict):
         )
 
 
+class RefinementBudget(BaseModel):
+    """The inner loop's volume per round (``llome_core.config.refinement_budget`` unless set)."""
+
+    num_seeds: int
+    num_steps: int
+    samples_per_step: int
+    outputs_per_round: int = Field(description="seeds x steps x (greedy + temperatures x samples)")
+    outputs_per_oracle_call: float = Field(description="the paper's is 61 (at 2000 calls)")
+
+
 class CampaignRead(BaseModel):
     id: int
     name: str
@@ -273,6 +288,21 @@ class CampaignRead(BaseModel):
     error: str | None = None
     created_at: datetime
     updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def refinement_budget(self) -> RefinementBudget | None:
+        """LLOME's refinement budget in force (None for the GA)."""
+        gen = self.optimizer.get("generate") if self.optimizer.get("kind") == "llome" else None
+        if not gen or gen.get("num_seeds") is None or gen.get("samples_per_step") is None:
+            return None
+        per_seed = int(bool(gen.get("greedy", True))) + len(gen.get("temperatures") or ()) * int(
+            gen["samples_per_step"])
+        outputs = int(gen["num_seeds"]) * int(gen["num_steps"]) * per_seed
+        return RefinementBudget(num_seeds=gen["num_seeds"], num_steps=gen["num_steps"],
+                                samples_per_step=gen["samples_per_step"],
+                                outputs_per_round=outputs,
+                                outputs_per_oracle_call=round(outputs / max(1, self.batch_size), 1))
 
 
 CampaignPage = Page[CampaignRead]

@@ -12,7 +12,13 @@ import torch
 
 from llome_core.config import GAConfig
 from llome_core.ehrlich import Ehrlich
-from llome_core.ga import GeneticOptimizer, ga_step, losses_from_values, run_ga
+from llome_core.ga import (
+    GeneticOptimizer,
+    campaign_config,
+    ga_step,
+    losses_from_values,
+    run_ga,
+)
 from llome_core.optimizer import Labelled
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "holo_ga.json"
@@ -74,8 +80,9 @@ def test_run_ga_follows_the_holo_trajectory_and_keeps_every_distinct_particle(in
     assert torch.equal(result.dataset.values, values.double()) and torch.equal(
         result.dataset.feasible, feasible
     )
+    # The start population is given: only the populations of the steps cost oracle calls.
     assert [h["oracle_calls"] for h in result.history] == [
-        config.num_particles * (t + 1) for t in range(config.num_steps + 1)
+        config.num_particles * t for t in range(config.num_steps + 1)
     ]
 
 
@@ -88,6 +95,10 @@ def test_run_ga_history_reports_monotone_best_and_fractions():
     assert all(b2 <= b1 for b1, b2 in zip(best, best[1:]))
     assert result.history[0]["unique_frac"] == pytest.approx(1 / 60)  # N copies of the start
     assert result.history[0]["mean_edit_distance"] == 0.0
+    # normalized Hamming distance of each particle to itself before mutation: about the rate
+    edits = [h["mean_edit_distance"] for h in result.history[1:]]
+    assert all(0.0 < e < 0.25 for e in edits)
+    assert sum(edits) / len(edits) == pytest.approx(0.1 * (1 - 1 / f.num_states), rel=0.35)
     for h in result.history:
         assert 0.0 <= h["feasible_frac"] <= 1.0 and 0.0 < h["unique_frac"] <= 1.0
     assert result.best_value == pytest.approx(1.0 - best[-1])
@@ -98,7 +109,7 @@ def test_run_ga_history_reports_monotone_best_and_fractions():
 def test_run_ga_budget_sets_the_number_of_populations():
     f = small_ehrlich()
     result = run_ga(f, GAConfig(num_particles=20, survival_quantile=0.2), budget=110)
-    assert result.history[-1]["oracle_calls"] == 100 and len(result.history) == 5
+    assert result.history[-1]["oracle_calls"] == 100 and len(result.history) == 6
     with pytest.raises(ValueError, match="budget"):
         run_ga(f, GAConfig(num_particles=20, survival_quantile=0.2), budget=10)
 
@@ -207,7 +218,7 @@ def test_genetic_optimizer_rejects_bad_starts():
 
 
 def test_bench_ga_writes_results_csv_and_regret_plot(tmp_path):
-    from llome_core.bench import CSV_COLUMNS, ga_main, read_csv
+    from benchmarks.runs import CSV_COLUMNS, ga_main, read_csv
 
     argv = [
         "--preset",
@@ -232,9 +243,11 @@ def test_bench_ga_writes_results_csv_and_regret_plot(tmp_path):
     assert header == ",".join(CSV_COLUMNS)
     rows = read_csv(tmp_path / "results.csv")
     assert [(r["seed"], r["round"], r["oracle_calls"]) for r in rows] == [
-        (s, t, 20 * (t + 1)) for s in (0, 2) for t in range(4)
+        (s, t, 20 * t) for s in (0, 2) for t in range(5)  # 80 calls: 4 steps of 20
     ]
     assert all(r["method"] == "ga" and r["parse_fail_frac"] is None for r in rows)
+    assert {r["instance"] for r in rows} == {"ehr_v-8_l-016_m-2_c-3_q-3"}
+    assert all(r["cpu_seconds"] is not None and 0 <= r["mean_edit_distance"] <= 1 for r in rows)
     result = run_ga(
         Ehrlich(**SMALL),
         GAConfig(num_particles=20, survival_quantile=0.2, mutation_prob=0.1, seed=2),
@@ -244,3 +257,63 @@ def test_bench_ga_writes_results_csv_and_regret_plot(tmp_path):
         [h["min_regret"] for h in result.history]
     )
     assert (tmp_path / "regret.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- the campaign GA (ask/tell)
+
+
+def _seeded(f: Ehrlich, n: int = 40) -> GeneticOptimizer:
+    data = run_ga(f, GAConfig(num_particles=20, mutation_prob=0.1, survival_quantile=0.2,
+                              num_steps=2, seed=1)).dataset
+    config = campaign_config(n, seed=7, mutation_prob=0.2, survival_quantile=0.2)
+    return GeneticOptimizer.from_seed_data(config, f.num_states, f.dim, data)
+
+
+def test_the_campaign_ga_starts_from_the_best_labelled_sequences_tiled():
+    f = small_ehrlich()
+    data = run_ga(f, GAConfig(num_particles=20, mutation_prob=0.1, survival_quantile=0.2,
+                              num_steps=2, seed=1)).dataset
+    opt = GeneticOptimizer.from_seed_data(campaign_config(40, seed=7), f.num_states, f.dim, data)
+    order = torch.argsort(data.values + data.feasible.double(), descending=True, stable=True)
+    best4 = data.sequences[order[:4]]  # N // 10 parents
+    assert torch.equal(opt.particles, best4[torch.arange(40) % 4])
+    assert len(opt.labelled()) == len(data)  # told every label
+    assert {tuple(r) for r in data.sequences.tolist()} <= opt.known()
+
+
+def test_ga_candidates_name_their_parent_the_particle_before_mutation():
+    f = small_ehrlich()
+    opt = _seeded(f)
+    proposal = opt.ask()  # every start particle is labelled: the first ask takes a step
+    assert opt.step == 1 and proposal.candidates
+    pairs = [(c.sequence, c.parent) for c in proposal.candidates]
+    assert all(p is not None and len(p) == f.dim for _, p in pairs)
+    expected = sum(sum(a != b for a, b in zip(s, p)) / f.dim for s, p in pairs) / len(pairs)
+    assert proposal.metrics["mean_edit_distance"] == pytest.approx(expected)
+
+
+def test_a_dropped_or_composed_away_candidate_counts_as_failed_and_is_never_asked_again():
+    f = small_ehrlich()
+    opt = _seeded(f)
+    proposal = opt.ask(min_hamming=2)
+    info = proposal.metrics["composition"]
+    assert info["min_hamming"] == 2
+    rows = [c.sequence for c in proposal.candidates]
+    for i, a in enumerate(rows):
+        assert all(sum(x != y for x, y in zip(a, b)) >= 2 for b in rows[i + 1:])
+    withdrawn, measured = rows[0], rows[1:]
+    opt.drop(torch.tensor([withdrawn]), "withdrawn")
+    opt.tell(_label(f, torch.tensor(measured)))
+    labels = {tuple(s): (v, ok) for s, v, ok in zip(opt.labelled().sequences.tolist(),
+                                                     opt.labelled().values.tolist(),
+                                                     opt.labelled().feasible.tolist())}
+    assert labels[tuple(withdrawn)] == (0.0, False)  # failed: the GA does not wait for it
+    # a label arriving after the drop does not replace it (the first label wins)
+    opt.tell(_label(f, torch.tensor([withdrawn])))
+    assert not opt.labelled().feasible[[tuple(s) for s in opt.labelled().sequences.tolist()]
+                                       .index(tuple(withdrawn))]
+    after = opt.ask()
+    assert not {c.sequence for c in after.candidates} & set(rows)
+    resumed = GeneticOptimizer.from_state(json.loads(json.dumps(opt.state())))
+    assert resumed.state() == opt.state()
+    assert resumed.known() == opt.known()

@@ -96,3 +96,69 @@ def test_a_run_stopped_after_any_step_resumes_bit_for_bit(ehrlich, seed_data, tm
     uninterrupted = run(None)
     assert run(1) == uninterrupted  # stopped after training round 1
     assert run(2) == uninterrupted  # stopped after proposing batch 1, before its labels
+
+
+def test_ask_filters_and_composes_the_batch_and_drops_what_composition_removed(
+    ehrlich, seed_data, tmp_path
+):
+    loop = LlomeLoop(small_config("sft", rounds=1), num_states=STATES, dim=DIM, workdir=tmp_path)
+    loop.tell(seed_data)
+    loop.train()
+    trained = json.loads(json.dumps(loop.state()))
+    plain = LlomeLoop.from_state(trained, tmp_path).ask()
+    assert plain.metrics["composition"] == {"min_hamming": 0, "excluded": 0, "too_close": 0}
+    banned = [c.sequence for c in plain.candidates[:2]]
+
+    composed = LlomeLoop.from_state(trained, tmp_path)
+    proposal = composed.ask(exclude=banned, min_hamming=2)
+    rows = [c.sequence for c in proposal.candidates]
+    assert rows and not set(rows) & set(banned)
+    labelled = [tuple(r) for r in seed_data.sequences.tolist()]
+    for i, a in enumerate(rows):
+        assert all(sum(x != y for x, y in zip(a, b)) >= 2 for b in rows[i + 1 :] + labelled)
+    info = proposal.metrics["composition"]
+    assert info["min_hamming"] == 2 and info["too_close"] >= 0
+    # what composition removed is never proposed again; the kept ones wait for their labels
+    known = composed.known()
+    assert set(rows) <= known and set(labelled) <= known
+    assert len(composed.state()["excluded"]) == info["too_close"] + info["excluded"]
+
+
+def test_the_batch_edit_distance_is_the_normalized_distance_to_each_candidates_parent(
+    seed_data, tmp_path
+):
+    loop = LlomeLoop(small_config("sft", rounds=1), num_states=STATES, dim=DIM, workdir=tmp_path)
+    loop.tell(seed_data)
+    proposal = loop.ask()
+    pairs = [(c.sequence, c.parent) for c in proposal.candidates]
+    expected = sum(sum(a != b for a, b in zip(s, p)) / DIM for s, p in pairs) / len(pairs)
+    assert proposal.metrics["mean_edit_distance"] == pytest.approx(expected)
+    assert 0.0 <= proposal.metrics["refinement_mean_edit_distance"] <= 1.0
+
+
+def test_a_dropped_sequence_is_known_and_no_longer_waits_for_a_label(seed_data, tmp_path):
+    loop = LlomeLoop(small_config("sft", rounds=1), num_states=STATES, dim=DIM, workdir=tmp_path)
+    loop.tell(seed_data)
+    unseen = torch.full((1, DIM), STATES - 1)
+    loop.drop(unseen, "withdrawn")
+    assert tuple(unseen[0].tolist()) in loop.known()
+    proposal = loop.ask()
+    first = torch.tensor([proposal.candidates[0].sequence])
+    loop.drop(first, "withdrawn")
+    state = loop.state()
+    assert list(proposal.candidates[0].sequence) not in state["pending"]
+    assert list(proposal.candidates[0].sequence) in state["excluded"]
+
+
+def test_free_decoding_runs_the_round_with_the_papers_sampler(ehrlich, seed_data, tmp_path):
+    base = small_config("sft", rounds=1)
+    config = LoopConfig.from_dict(
+        {**base.to_dict(), "generate": {**base.to_dict()["generate"], "decoding": "free"}}
+    )
+    loop = LlomeLoop(config, num_states=STATES, dim=DIM, workdir=tmp_path)
+    loop.tell(seed_data)
+    proposal = loop.ask()
+    assert proposal.metrics["constrained"] == 0.0 and 0.0 <= proposal.metrics["parse_fail_frac"] <= 1
+    x = proposal.sequences
+    if len(x):  # free sampling keeps only outputs that parse to a sequence of the right shape
+        assert x.shape[1] == DIM and int(x.min()) >= 0 and int(x.max()) < STATES

@@ -1,4 +1,4 @@
-"""Worker step bodies called directly on the test database (no Celery): claims, fences,
+"""Worker jobs run directly on the test database (no Celery): claims, fences,
 cancellation, recovery, and whole campaigns driven task by task."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from api.services.jobs import TaskName
 from llome_core.progress import Cancelled
 from tests.conftest import drain
 from tests.service.test_campaigns import ehrlich_campaign
-from worker import steps
+from worker import runner
 from worker.reporting import DbReporter
 
 
@@ -43,7 +43,7 @@ def test_an_ehrlich_ga_campaign_runs_two_rounds_task_by_task(client, publisher, 
     assert m["objective"] == "regret"
     assert [r["round"] for r in m["rounds"]] == [0, 1, 2]
     seed = m["rounds"][0]
-    assert seed["oracle_calls"] == 32 * 3  # every GA call counts: start population + 2 steps
+    assert seed["oracle_calls"] == 32 * 2  # 2 GA steps of 32; the start population is given
     for r in m["rounds"]:
         assert 0.0 <= r["regret"] <= 1.0 and r["regret"] == pytest.approx(1.0 - r["best_so_far"])
     assert m["rounds"][2]["oracle_calls"] == seed["oracle_calls"] + sum(b.size for b in batches)
@@ -53,8 +53,8 @@ def test_an_ehrlich_ga_campaign_runs_two_rounds_task_by_task(client, publisher, 
 def test_a_step_delivered_twice_runs_once(client, publisher, runtime, session_factory) -> None:
     cid = client.post("/campaigns", json=ehrlich_campaign()).json()["id"]
     seed_job = _job(session_factory, cid, "seed", 0)
-    assert steps.run_job(runtime, seed_job.id) == "succeeded"
-    assert steps.run_job(runtime, seed_job.id) == "skipped"
+    assert runner.run_job(runtime, seed_job.id) == "succeeded"
+    assert runner.run_job(runtime, seed_job.id) == "skipped"
     with session_factory() as s:
         n = s.scalar(select(func.count()).select_from(Measurement).where(Measurement.campaign_id == cid))
     assert n > 0
@@ -67,13 +67,13 @@ def test_a_live_lease_blocks_a_second_claim_and_an_expired_one_is_taken_over(cli
     with session_scope(session_factory) as s:
         first = jobs.claim(s, job_id, lease_s=60)
     assert first is not None and first.attempt == 1
-    assert steps.run_job(runtime, job_id) == "skipped"  # the first worker is alive
+    assert runner.run_job(runtime, job_id) == "skipped"  # the first worker is alive
     with session_scope(session_factory) as s:  # ... then its lease runs out (it died)
         s.execute(update(Job).where(Job.id == job_id).values(lease_until=utcnow() - timedelta(seconds=1)))
-    assert steps.run_job(runtime, job_id) == "succeeded"
+    assert runner.run_job(runtime, job_id) == "succeeded"
     assert _job(session_factory, cid, "seed", 0).attempt == 2
     # the first worker wakes up and tries to write: its results are discarded
-    assert steps._commit(runtime, first, lambda s, c: pytest.fail("a stale attempt must not write")) == "superseded"
+    assert runner.commit(runtime, first, lambda s, c: pytest.fail("a stale attempt must not write")) == "superseded"
 
 
 def test_a_paused_campaign_stops_its_step_which_resumes_later(client, publisher, runtime, session_factory) -> None:
@@ -86,7 +86,7 @@ def test_a_paused_campaign_stops_its_step_which_resumes_later(client, publisher,
     client.post(f"/campaigns/{cid}/pause")
     with pytest.raises(Cancelled):
         reporter("ga", 2, 2)  # a step's last report is never throttled
-    steps._give_back(runtime, claim)
+    runner.give_back(runtime, claim)
     assert _job(session_factory, cid, "seed", 0).status == "queued"
     publisher.sent.clear()
     assert client.post(f"/campaigns/{cid}/resume").json()["status"] == "seeding"
@@ -102,10 +102,10 @@ def test_a_cancelled_campaign_stops_its_step_for_good(client, publisher, runtime
     client.post(f"/campaigns/{cid}/cancel")
     with pytest.raises(Cancelled):
         DbReporter(runtime, claim)("ga", 0, 2)
-    assert steps._commit(runtime, claim, lambda s, c: None) == "superseded"
+    assert runner.commit(runtime, claim, lambda s, c: None) == "superseded"
     assert _job(session_factory, cid, "seed", 0).status == "cancelled"
     publisher.sent.clear()
-    assert steps.run_job(runtime, job_id) == "skipped"
+    assert runner.run_job(runtime, job_id) == "skipped"
     assert client.get(f"/campaigns/{cid}").json()["status"] == "cancelled"
 
 
@@ -118,7 +118,7 @@ def test_recovery_resends_a_job_whose_worker_died(client, publisher, runtime, se
             lease_until=utcnow() - timedelta(seconds=1),
             enqueued_at=utcnow() - timedelta(seconds=runtime.settings.lease_s + 1)))
     publisher.sent.clear()
-    steps.recover(runtime)
+    runner.recover(runtime)
     assert (TaskName.SEED, (job_id,)) in publisher.sent
     drain(runtime, publisher)
     assert client.get(f"/campaigns/{cid}").json()["status"] == "completed"
@@ -131,7 +131,7 @@ def test_recovery_leaves_a_live_job_alone(client, publisher, runtime, session_fa
     with session_scope(session_factory) as s:
         jobs.claim(s, job_id, lease_s=60)
     publisher.sent.clear()
-    steps.recover(runtime)
+    runner.recover(runtime)
     assert all(ids != (job_id,) for _, ids in publisher.sent)
 
 
