@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "load": "benchmarks.load:main",
     "lambo": "benchmarks.lambo:main",
     "round": "benchmarks.round:main",
+    "first-batch": "benchmarks.first_batch:main",
 }
 
 USAGE = """usage: llome <command> [options]

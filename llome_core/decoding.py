@@ -33,6 +33,7 @@ seed, model, inputs and config give the same outputs on the same device.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
@@ -48,6 +49,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from llome_core.modeling import forward_flops
 from llome_core.rng import derive_seed
 from llome_core.text import CLOSE, NEWLINE, PROMPT_TAG, ParseError, TextFormat
 
@@ -81,6 +83,22 @@ class Decoded:
             torch.cat([p.valid for p in parts]),
             failures,
         )
+
+
+@dataclass
+class DecodeCost:
+    """Work of the constrained walk so far: tokens fed, FLOPs (:func:`forward_flops`, causal
+    attention) and wall seconds, for the prefill of distinct prompts and for the walk itself."""
+
+    rows: int = 0
+    prefill_tokens: int = 0
+    prefill_flops: int = 0
+    prefill_seconds: float = 0.0
+    prefill_cpu_seconds: float = 0.0  # process CPU time, all threads
+    decode_tokens: int = 0
+    decode_flops: int = 0
+    decode_seconds: float = 0.0
+    decode_cpu_seconds: float = 0.0
 
 
 # --------------------------------------------------------------------------- the format's ids
@@ -360,11 +378,13 @@ def decode_constrained(
     temps: torch.Tensor,
     noise_gen: torch.Generator,
     engine: Literal["auto", "static-cache"] = "auto",
+    cost: DecodeCost | None = None,
 ) -> Decoded:
     """One chunk: every row an answer of exactly L in-alphabet states (see the module docstring).
 
     ``engine``: ``auto`` takes the pure-torch GPT-NeoX forward where it applies, ``static-cache``
-    always ``model(...)`` (the reference the fast one is tested against).
+    always ``model(...)`` (the reference the fast one is tested against). ``cost`` accumulates
+    the work done.
     """
     device = inputs.device
     n, dim = inputs.shape
@@ -389,12 +409,17 @@ def decode_constrained(
 
     # Rows often share a prompt (the samples of one trajectory; every run at step 1): prefill each
     # distinct prompt once, then give its keys and values to its rows.
+    started, cpu_started = time.perf_counter(), time.process_time()
     uniq, inverse = torch.unique(inputs, dim=0, return_inverse=True)
     logits = prefill(uniq)
+    prefilled = uniq.shape[0]
     if eng.expand(inverse):
         logits = logits[inverse]
     else:
         logits = prefill(inputs)
+        prefilled += n
+    prompt_len = fids.prompt_template.shape[0] + lits[0].shape[1]
+    walk_started, walk_cpu_started = time.perf_counter(), time.process_time()
     ll = (
         logp_of(logits[:, :-1], lits[0])
         if lits[0].shape[1]
@@ -419,6 +444,21 @@ def decode_constrained(
         logits = eng.step(step_in)
         if after.shape[1]:
             ll += logp_of(logits[:, : after.shape[1]], after)
+    if cost is not None:
+        cfg = model.config
+        cost.rows += n
+        cost.prefill_tokens += prefilled * prompt_len
+        cost.prefill_flops += prefilled * forward_flops(cfg, prompt_len, 0, keep)
+        cost.prefill_seconds += walk_started - started
+        cost.prefill_cpu_seconds += walk_cpu_started - cpu_started
+        cost.decode_tokens += n * (num_tokens - lits[0].shape[1] - 1)
+        pos = prompt_len
+        for i in range(dim):
+            t = 1 + len(segs[i + 1]) - (1 if i == dim - 1 else 0)
+            cost.decode_flops += n * forward_flops(cfg, t, pos, t)
+            pos += t
+        cost.decode_seconds += time.perf_counter() - walk_started
+        cost.decode_cpu_seconds += time.process_time() - walk_cpu_started
     return Decoded(
         outputs=chosen,
         log_likelihood=ll / num_tokens,
@@ -562,6 +602,7 @@ class Decoder:
         )
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(seed)
+        self.cost = DecodeCost()  # of the constrained walk
         self.close_mask = (
             None
             if self.fids is not None
@@ -576,7 +617,9 @@ class Decoder:
         """Decode one chunk; ``names`` name the free path's random stream (the constrained path
         draws its noise sequentially from one device generator)."""
         if self.fids is not None:
-            return decode_constrained(self.model, self.fids, inputs, temps, self.noise_gen)
+            return decode_constrained(
+                self.model, self.fids, inputs, temps, self.noise_gen, cost=self.cost
+            )
         assert self.close_mask is not None
         n, dim = inputs.shape
         outputs = torch.zeros(n, dim, dtype=torch.long, device=self.device)

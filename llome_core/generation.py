@@ -15,7 +15,7 @@ paper's); only valid outputs become inputs or candidates, and failures are count
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -69,13 +69,15 @@ class Refinement:
     ``mean_edit_distance`` (mean normalized Hamming distance of every valid output to its input:
     the statistic of §3.5), ``mean_log_likelihood``, ``constrained`` (1.0 or 0.0), ``seconds``,
     ``sequences_per_s`` and ``parse_fail_<reason>`` counts. ``per_step`` holds the same for each
-    refinement step. ``trace`` holds every row when ``keep_trace=True``.
+    refinement step. ``trace`` holds every row when ``keep_trace=True``. ``cost``: the
+    constrained walk's :class:`llome_core.decoding.DecodeCost` (tokens, FLOPs, seconds).
     """
 
     candidates: list[Candidate]
     metrics: dict[str, float] = field(default_factory=dict)
     per_step: list[dict[str, float]] = field(default_factory=list)
     trace: Trace | None = None
+    cost: dict[str, float] = field(default_factory=dict)
 
 
 def refine(
@@ -205,6 +207,7 @@ def refine(
         m[f"parse_fail_{reason}"] = float(cnt)
     refinement.per_step = per_step
     refinement.trace = trace if keep_trace else None
+    refinement.cost = asdict(dec.cost)
     return refinement
 
 

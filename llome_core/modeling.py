@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
@@ -153,6 +154,23 @@ def load_model_dir(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrained
     except Exception as e:
         raise ModelLoadError(f"cannot load a causal language model from {str(p)!r}: {e}") from e
     return ensure_format_tokens(model, tokenizer)
+
+
+def forward_flops(config: Any, new: int, past: int = 0, logits: int | None = None) -> int:
+    """FLOPs (a multiply-add counts 2) of one row's forward over ``new`` tokens after ``past``
+    cached ones, with the LM head on the last ``logits`` positions (default: all ``new``).
+
+    Counted from the shapes of a decoder-only transformer (``hidden_size`` h, ``intermediate_size``
+    I, ``num_hidden_layers``, ``vocab_size``): per layer and token, the QKV, output and MLP
+    matmuls, 2 (4h² + 2hI); attention, 4h per key attended, a token at position p attending
+    p + 1 keys (causal). Layer norms, softmax, rotary and sampling are not counted.
+    """
+    h, layers = int(config.hidden_size), int(config.num_hidden_layers)
+    inner = int(getattr(config, "intermediate_size", None) or 4 * h)
+    dense = new * layers * 2 * (4 * h * h + 2 * h * inner)
+    keys = new * past + new * (new + 1) // 2
+    head = (new if logits is None else logits) * 2 * h * int(config.vocab_size)
+    return dense + layers * 4 * h * keys + head
 
 
 def weights_sha256(path: str | os.PathLike) -> str:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from llome_core.config import GenerateConfig, ModelConfig
-from llome_core.decoding import decode, decode_constrained, format_ids
+from llome_core.decoding import DecodeCost, decode, decode_constrained, format_ids
 from llome_core.generation import refine, temperatures_for
 from llome_core.modeling import build_model, build_tokenizer
 from llome_core.text import TextFormat
@@ -202,6 +202,19 @@ def test_the_fast_neox_walk_computes_what_the_model_computes(random_model, token
     ref = decode_constrained(random_model, fids, inputs, temps, _gen(1), engine="static-cache")
     assert torch.equal(fast.outputs, ref.outputs)
     torch.testing.assert_close(fast.log_likelihood, ref.log_likelihood, atol=1e-5, rtol=0)
+
+
+def test_the_walk_counts_its_work_with_each_distinct_prompt_prefilled_once(random_model, tokenizer):
+    fmt = TextFormat("json")
+    fids = format_ids(tokenizer, fmt, V, L)
+    inputs = torch.randint(0, V, (3, L), generator=_gen(10)).repeat_interleave(5, dim=0)
+    cost = DecodeCost()
+    decode_constrained(random_model, fids, inputs, torch.ones(15), _gen(1), cost=cost)
+    prompt = len(tokenizer(fmt.prompt([0] * L))["input_ids"]) + 1  # and the opening bracket
+    assert cost.rows == 15
+    assert cost.prefill_tokens == 3 * prompt
+    assert cost.decode_tokens == 15 * (fmt.answer_length(L) - 2)  # '[' prefilled, ']' not fed
+    assert cost.prefill_flops > 0 and cost.decode_flops > 0 and cost.decode_seconds > 0
 
 
 def test_constrained_sampling_follows_the_renormalized_state_distribution(random_model, tokenizer):

@@ -126,3 +126,15 @@ def test_a_foreign_tokenizer_gets_the_prompt_tag_and_a_pad_token(tmp_path):
     assert tok.pad_token_id == tok.eos_token_id
     assert loaded.get_input_embeddings().weight.shape[0] == len(tok) == len(vocab) + 1
     assert tok("<inc>")["input_ids"] == [tok.convert_tokens_to_ids("<inc>")]
+
+
+def test_forward_flops_counts_matmuls_causal_attention_and_the_head():
+    from types import SimpleNamespace
+
+    from llome_core.modeling import forward_flops
+
+    cfg = SimpleNamespace(hidden_size=4, num_hidden_layers=1, intermediate_size=16, vocab_size=10)
+    # 2 new tokens after 3 cached: matmuls 2 * 2 * (4*16 + 2*4*16); at positions 3 and 4 they
+    # attend 4 + 5 keys, 4h FLOPs each; the head 2h per vocabulary entry and logit
+    assert forward_flops(cfg, 2, past=3) == 768 + 4 * 4 * 9 + 2 * 2 * 4 * 10
+    assert forward_flops(cfg, 2, past=3, logits=1) == 768 + 4 * 4 * 9 + 2 * 4 * 10

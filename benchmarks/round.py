@@ -1,0 +1,465 @@
+"""One outer round of LLOME (train, generate, filter), timed per phase against the machine's peak
+and against the obvious peers, all measured in the same run.
+
+    llome bench round [--preset NAME] [--budget N] [--objective OBJ] [--format json|compact]
+                      [--threads T] [--json FILE]
+
+Defaults: the paper's instance (``ehr_v-32_l-032_m-4_c-4_q-4``), N = 2000 oracle calls, ``sft``,
+round 1 of the tiny default model from the GA seed data (10 steps x 1000 particles, seed 50494),
+with the refinement budget :class:`llome_core.config.LoopConfig` resolves for N.
+
+Per phase: wall and CPU seconds (``time.process_time``, all threads), tokens and achieved
+GFLOP/s. FLOPs come from the model's shapes (:func:`llome_core.modeling.forward_flops`: the QKV,
+output and MLP matmuls, causal attention at 4h per key, the LM head where logits are taken; a
+multiply-add is 2 FLOPs; norms, softmax and sampling are free):
+
+- ``train``: 3x the forward FLOPs of every training sequence per epoch (forward and backward),
+  plus one forward of every held-out sequence per evaluation, over the phase's wall time (which
+  includes building examples and the evaluations). DPO also counts its reference model's forward,
+  MargE/REINFORCE their one reference scoring pass.
+- ``prefill``: the forward over every distinct prompt (and the answer's opening bracket);
+  ``decode``: the constrained walk's forwards (2 tokens per state in json, 1 in compact), both
+  from :class:`llome_core.decoding.DecodeCost`. ``generate`` is the whole inner loop.
+- ``filter``: the selection (no FLOPs).
+
+Peak (``peak_gflops``): the best of timed fp32 ``torch.matmul`` calls at a large square size,
+measured before and after the round; the same at the model's own matmul shapes for each phase is
+reported beside it (``peak_at_shapes``). Percentages are of ``peak_gflops``.
+
+Peers on the same model and inputs, in the same run: ``model.generate`` (sampling at T = 1,
+exactly the answer's number of new tokens, then parsed) against our decoder on the same rows
+(``decode_vs_generate``: our rows/s over generate's; every one of ours must be valid), and a plain
+trl ``SFTTrainer`` (library defaults but fp32 and no gradient checkpointing, which are emulated
+and pointless on CPU) on the round's training records (``train_vs_sft``: our training tokens/s
+over its).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Self
+
+import torch
+
+PAPER_PRESET = "ehr_v-32_l-032_m-4_c-4_q-4"
+PEER_ROWS = 1024  # rows decoded by both ours and generate for the ratio
+PEER_STEPS = 20  # SFTTrainer steps timed after 3 of warm-up
+SQUARE = 2048  # large square matmul for the peak
+
+
+def machine() -> str:
+    """The CPU's model name as lscpu says it (or the platform's processor string)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def matmul_gflops(m: int, k: int, n: int, seconds: float = 0.25, repeats: int = 3) -> float:
+    """Best achieved GFLOP/s of an fp32 (m, k) @ (k, n) ``torch.matmul`` over ``repeats`` runs."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.matmul(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        calls, t0 = 0, time.perf_counter()
+        while True:
+            torch.matmul(a, b)
+            calls += 1
+            dt = time.perf_counter() - t0
+            if dt >= seconds:
+                break
+        best = max(best, 2 * m * k * n * calls / dt / 1e9)
+    return best
+
+
+def shapes_gflops(rows: int, hidden: int, inner: int) -> float:
+    """Peak at one layer's matmul shapes for ``rows`` token rows: FLOPs of QKV, output and the
+    two MLP matmuls over the sum of their best times."""
+    shapes = [(rows, hidden, 3 * hidden), (rows, hidden, hidden), (rows, hidden, inner)]
+    shapes.append((rows, inner, hidden))
+    flops = [2 * m * k * n for m, k, n in shapes]
+    seconds = [f / (matmul_gflops(*s, seconds=0.15) * 1e9) for f, s in zip(flops, shapes)]
+    return sum(flops) / sum(seconds) / 1e9
+
+
+class _Clock:
+    """Wall and process CPU seconds of a block."""
+
+    def __enter__(self) -> Self:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+
+
+def _phase(
+    wall: float, cpu: float, tokens: int, flops: float, peak: float, threads: int
+) -> dict[str, Any]:
+    """A phase's figures; ``pct_of_peak_cpu`` compares FLOPs per CPU-second with the peak per
+    thread, the figure other processes on the same cores disturb least."""
+    gflops = flops / wall / 1e9 if wall > 0 else 0.0
+    per_cpu = flops / cpu / 1e9 if cpu > 0 else 0.0
+    return {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "tokens": int(tokens),
+        "gflop": round(flops / 1e9, 3),
+        "gflops": round(gflops, 2),
+        "pct_of_peak": round(100 * gflops / peak, 1) if peak > 0 else None,
+        "gflops_per_cpu_s": round(per_cpu, 2),
+        "pct_of_peak_cpu": round(100 * per_cpu * threads / peak, 1) if peak > 0 else None,
+    }
+
+
+def _sequence_tokens(tokenizer: Any, records: list[dict[str, Any]]) -> list[int]:
+    """Tokens of every sequence a trainer forwards for these records (EOS included)."""
+    out: list[int] = []
+    for r in records:
+        answers = [r["completion"]] if "completion" in r else [r["chosen"], r["rejected"]]
+        for a in answers:
+            out.append(len(tokenizer(r["prompt"] + a)["input_ids"]) + 1)
+    return out
+
+
+def _train_flops(config: Any, lengths: list[int], times: float) -> float:
+    from llome_core.modeling import forward_flops
+
+    return times * sum(forward_flops(config, t) for t in lengths)
+
+
+def run_generate_peer(
+    model: Any, tokenizer: Any, fmt: Any, inputs: torch.Tensor, *, batch_size: int, num_states: int
+) -> dict[str, Any]:
+    """``model.generate`` sampling at T = 1 on ``inputs``, exactly an answer's tokens per row."""
+    dim = inputs.shape[1]
+    new_tokens = fmt.answer_length(dim)
+    texts = [fmt.prompt(x) for x in inputs.tolist()]
+    valid = 0
+    with _Clock() as c, torch.inference_mode(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(
+                texts[i : i + batch_size], return_tensors="pt", padding=True, padding_side="left"
+            )
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            new = out[:, enc["input_ids"].shape[1] :]
+            decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+            valid += sum(isinstance(fmt.try_parse(t, num_states, dim), list) for t in decoded)
+    n = len(texts)
+    return {
+        "rows": n,
+        "seconds": round(c.wall, 3),
+        "rows_per_s": n / c.wall,
+        "valid_frac": valid / n,
+    }
+
+
+def run_decode_ours(
+    model: Any, tokenizer: Any, fmt: Any, inputs: torch.Tensor, *, batch_size: int, num_states: int
+) -> dict[str, Any]:
+    """Our constrained decoder on the same rows at T = 1."""
+    from llome_core.decoding import decode
+
+    with _Clock() as c:
+        d = decode(
+            model,
+            tokenizer,
+            fmt,
+            inputs,
+            1.0,
+            num_states=num_states,
+            generator=torch.Generator().manual_seed(0),
+            batch_size=batch_size,
+        )
+    n = inputs.shape[0]
+    return {
+        "rows": n,
+        "seconds": round(c.wall, 3),
+        "rows_per_s": n / c.wall,
+        "valid_frac": float(d.valid.float().mean()),
+    }
+
+
+def run_sft_peer(
+    model: Any, tokenizer: Any, records: list[dict[str, Any]], *, batch_size: int, lr: float
+) -> dict[str, Any]:
+    """A plain trl SFTTrainer on ``records``: seconds per step after warm-up, tokens per second."""
+    import datasets
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    marks: dict[int, float] = {}
+
+    class _Marks(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            marks[state.global_step] = time.perf_counter()
+
+    warm = 3
+    steps = min(PEER_STEPS + warm, max(warm + 1, math.ceil(len(records) / batch_size)))
+    # Completions only, as the round's SFT trains on them (the reward column is ours).
+    datasets.disable_progress_bars()
+    ds = Dataset.from_list(
+        [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
+    )
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = SFTConfig(
+            output_dir=tmp,
+            per_device_train_batch_size=batch_size,
+            learning_rate=lr,
+            max_steps=steps,
+            bf16=False,
+            gradient_checkpointing=False,
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            use_cpu=True,
+            dataloader_pin_memory=False,
+        )
+        trainer = SFTTrainer(
+            model=copy.deepcopy(model), args=args, train_dataset=ds, processing_class=tokenizer
+        )
+        trainer.add_callback(_Marks())
+        trainer.train()
+    timed = steps - warm
+    seconds = (marks[steps] - marks[warm]) / timed
+    per_step = sum(_sequence_tokens(tokenizer, records[:batch_size])) / min(
+        batch_size, len(records)
+    )
+    tokens_per_s = per_step * batch_size / seconds
+    return {
+        "steps_timed": timed,
+        "seconds_per_step": round(seconds, 4),
+        "tokens_per_s": tokens_per_s,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="llome bench round", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default=PAPER_PRESET, help="Ehrlich preset name")
+    p.add_argument("--budget", type=int, default=2000, help="N: oracle calls of the round")
+    p.add_argument("--objective", default="sft", choices=["sft", "dpo", "marge", "reinforce"])
+    p.add_argument("--format", choices=["json", "compact"], default="json")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--json", type=Path, default=None, help="also write the result here")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from llome_core import generation, modeling, selection, training
+    from llome_core.config import GAConfig, LoopConfig, ModelConfig
+    from llome_core.ehrlich import PAPER_SEED, Ehrlich, preset_config
+    from llome_core.ga import run_ga
+    from llome_core.optimizer import Labelled
+    from llome_core.rng import generator
+    from llome_core.text import TextFormat
+
+    f = Ehrlich.from_config(preset_config(args.preset))
+    v, dim = f.num_states, f.dim
+    config = LoopConfig(
+        objective=args.objective,
+        rounds=1,
+        batch_size=args.budget,
+        model=ModelConfig(text_format=args.format),
+    )
+    fmt = TextFormat(args.format)
+    gen_cfg = config.generate
+    print(
+        f"llome bench round: {args.preset}, N = {args.budget}, {args.objective}, {args.format}, "
+        f"{torch.get_num_threads()} threads on {machine()}; refinement {gen_cfg.num_seeds} seeds "
+        f"x {gen_cfg.num_steps} steps x (1 + {len(gen_cfg.temperatures)} x "
+        f"{gen_cfg.samples_per_step}), chunks of {gen_cfg.batch_size}",
+        flush=True,
+    )
+    peak_before = matmul_gflops(SQUARE, SQUARE, SQUARE)
+
+    seed_data = run_ga(f, GAConfig(seed=PAPER_SEED)).dataset
+    labelled = Labelled(seed_data.sequences, seed_data.values, seed_data.feasible)
+    model, tokenizer = modeling.create_or_load(config.model, v, config.seed)
+    start_model = copy.deepcopy(model)
+    mcfg = model.config
+    hidden, inner = int(mcfg.hidden_size), int(mcfg.intermediate_size)
+
+    with tempfile.TemporaryDirectory() as tmp, _Clock() as train_clock:
+        result = training.train_round(
+            model,
+            tokenizer,
+            fmt,
+            labelled,
+            objective=args.objective,
+            config=config.train,
+            round_index=0,
+            seed=config.seed,
+            output_dir=Path(tmp),
+            num_seeds=gen_cfg.num_seeds or 200,
+            num_states=v,
+            feasible=f.is_feasible,
+        )
+    tm = result.metrics
+    train_records = result.examples.records(fmt, "train")
+    heldout_records = result.examples.records(fmt, "heldout")
+    train_lengths = _sequence_tokens(tokenizer, train_records)
+    heldout_lengths = _sequence_tokens(tokenizer, heldout_records)
+    evals = len(tm["eval_history"])
+    passes = 3 * tm["epochs"] + (tm["epochs"] if args.objective == "dpo" else 0)
+    if args.objective in ("marge", "reinforce"):
+        passes += 1  # the reference scoring pass
+    train_flops = _train_flops(mcfg, train_lengths, passes) + _train_flops(
+        mcfg, heldout_lengths, evals
+    )
+    train_tokens = sum(train_lengths) * tm["epochs"] + sum(heldout_lengths) * evals
+
+    temperatures = generation.temperatures_for(None)
+    with _Clock() as gen_clock:
+        refinement = generation.refine(
+            result.model,
+            tokenizer,
+            fmt,
+            result.seeds,
+            num_states=v,
+            dim=dim,
+            config=gen_cfg,
+            temperatures=temperatures,
+            generator=generator(config.seed, "generate", 0),
+        )
+    known = {tuple(r) for r in labelled.sequences.tolist()}
+    with _Clock() as filter_clock:
+        chosen = selection.select(
+            refinement.candidates,
+            args.budget,
+            exclude=known,
+            quantile=gen_cfg.likelihood_quantile,
+            generator=generator(config.seed, "filter", 0),
+        )
+    cost = refinement.cost
+
+    # Peers on the same model and rows: the first rows refinement step 1 decodes.
+    per_seed = 1 + len(temperatures) * int(gen_cfg.samples_per_step or 1)
+    rows = result.seeds.repeat_interleave(per_seed, dim=0)[:PEER_ROWS]
+    ours = run_decode_ours(
+        result.model, tokenizer, fmt, rows, batch_size=gen_cfg.batch_size, num_states=v
+    )
+    plain = run_generate_peer(
+        result.model, tokenizer, fmt, rows, batch_size=gen_cfg.batch_size, num_states=v
+    )
+    sft_peer = None
+    if "completion" in (train_records[0] if train_records else {}):
+        sft_peer = run_sft_peer(
+            start_model,
+            tokenizer,
+            train_records,
+            batch_size=tm["batch_size"],
+            lr=tm["learning_rate"],
+        )
+
+    peak = max(peak_before, matmul_gflops(SQUARE, SQUARE, SQUARE))
+    decode_rows = gen_cfg.batch_size * (2 if fmt.kind == "json" else 1)
+    chunks = max(1, math.ceil(cost["rows"] / gen_cfg.batch_size))
+    prefill_rows = round(cost["prefill_tokens"] / chunks)  # prompt tokens per chunk's prefill
+    seq_len = round(sum(train_lengths) / max(1, len(train_lengths)))
+    peak_at_shapes = {
+        "decode": round(shapes_gflops(decode_rows, hidden, inner), 1),
+        "prefill": round(shapes_gflops(max(1, prefill_rows), hidden, inner), 1),
+        "train": round(shapes_gflops(tm["batch_size"] * seq_len, hidden, inner), 1),
+    }
+    th = torch.get_num_threads()
+    phases = {
+        "train": _phase(train_clock.wall, train_clock.cpu, train_tokens, train_flops, peak, th),
+        "prefill": _phase(
+            cost["prefill_seconds"],
+            cost["prefill_cpu_seconds"],
+            cost["prefill_tokens"],
+            cost["prefill_flops"],
+            peak,
+            th,
+        ),
+        "decode": _phase(
+            cost["decode_seconds"],
+            cost["decode_cpu_seconds"],
+            cost["decode_tokens"],
+            cost["decode_flops"],
+            peak,
+            th,
+        ),
+        "generate": _phase(
+            gen_clock.wall,
+            gen_clock.cpu,
+            cost["prefill_tokens"] + cost["decode_tokens"],
+            cost["prefill_flops"] + cost["decode_flops"],
+            peak,
+            th,
+        ),
+        "filter": _phase(filter_clock.wall, filter_clock.cpu, 0, 0.0, peak, th),
+    }
+    our_train_tps = sum(train_lengths) * tm["epochs"] / train_clock.wall
+    out: dict[str, Any] = {
+        "machine": machine(),
+        "threads": torch.get_num_threads(),
+        "preset": args.preset,
+        "budget": args.budget,
+        "objective": args.objective,
+        "format": args.format,
+        "refinement": {
+            "num_seeds": gen_cfg.num_seeds,
+            "num_steps": gen_cfg.num_steps,
+            "samples_per_step": gen_cfg.samples_per_step,
+            "temperatures": list(temperatures),
+            "batch_size": gen_cfg.batch_size,
+            "rows_decoded": int(refinement.metrics["num_generated"]),
+            "parse_fail_frac": refinement.metrics["parse_fail_frac"],
+        },
+        "train_steps": tm["steps"],
+        "train_examples": tm["num_train"],
+        "proposed": len(chosen),
+        "phases": phases,
+        "round_seconds": round(train_clock.wall + gen_clock.wall + filter_clock.wall, 2),
+        "peak_gflops": round(peak, 1),
+        "peak_at_shapes": peak_at_shapes,
+        "decode_gflops": phases["decode"]["gflops"],
+        "prefill_gflops": phases["prefill"]["gflops"],
+        "train_gflops": phases["train"]["gflops"],
+        "decode_pct_of_peak": phases["decode"]["pct_of_peak"],
+        "train_pct_of_peak": phases["train"]["pct_of_peak"],
+        "decode_pct_of_peak_cpu": phases["decode"]["pct_of_peak_cpu"],
+        "train_pct_of_peak_cpu": phases["train"]["pct_of_peak_cpu"],
+        "decode_peer": {"ours": ours, "generate": plain},
+        "decode_vs_generate": round(ours["rows_per_s"] / plain["rows_per_s"], 2),
+        "train_peer": sft_peer,
+        "train_vs_sft": round(our_train_tps / sft_peer["tokens_per_s"], 2) if sft_peer else None,
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
