@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     progress_interval_s: float = 1.0  # throttle for progress writes
     transient_retries: int = 5  # DB or broker hiccups inside a task
 
+    # Webhooks: the hosts campaigns may notify, comma-separated ("hooks.lab.org,.example.org"
+    # allows subdomains). None: no host, except 127.0.0.1 in the embedded default.
+    notify_allowed_hosts: str | None = None
+    notify_retry_base_s: float = 30.0  # the first retry's wait; each next one doubles
+    public_url: str = "http://127.0.0.1:8000"  # how labs reach this server (webhook urls)
+
     torch_threads: int | None = None  # None: torch's default
     device: str = "auto"  # "auto" picks cuda when available, else cpu
 
@@ -85,6 +91,13 @@ class Settings(BaseSettings):
     def embedded_worker(self) -> bool:
         """No broker configured: run the workers inside the web process on an in-memory broker."""
         return self.redis_url is None
+
+    @property
+    def notify_hosts(self) -> frozenset[str]:
+        """The hosts webhooks may go to (lower case)."""
+        if self.notify_allowed_hosts is None:
+            return frozenset({"127.0.0.1"}) if self.embedded_worker else frozenset()
+        return frozenset(h.strip().lower() for h in self.notify_allowed_hosts.split(",") if h.strip())
 
     @property
     def broker_url(self) -> str:

@@ -30,6 +30,7 @@ from api.routes import (
     history,
     measurements,
     models,
+    notifications,
     operation_id,
     uploads,
 )
@@ -81,7 +82,8 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
 
     app.add_middleware(Gate, settings=settings)
 
-    for module in (health, campaigns, measurements, batches, uploads, candidates, history, models):
+    for module in (health, campaigns, measurements, batches, uploads, candidates, history, models,
+                   notifications):
         app.include_router(module.router)
     from api.ui import install as install_ui
 

@@ -197,6 +197,9 @@ class Campaign(Base):
     round: Mapped[int] = mapped_column(Integer, default=0)  # 0 while seeding
     message: Mapped[str | None] = mapped_column(Text)  # what the campaign waits for, in words
     error: Mapped[str | None] = mapped_column(Text)
+    stop_reason: Mapped[str | None] = mapped_column(Text)  # the stop rule that completed it
+    # The HMAC key that signs its webhooks (the URL and events are in the spec).
+    notify_secret: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -399,6 +402,10 @@ class Job(Base):
     progress_step: Mapped[int | None] = mapped_column(Integer)
     progress_total: Mapped[int | None] = mapped_column(Integer)
     phase_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the successful attempt cost: wall, process CPU, and GPU-held seconds.
+    wall_seconds: Mapped[float | None] = mapped_column(Float)
+    cpu_seconds: Mapped[float | None] = mapped_column(Float)
+    gpu_seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -417,6 +424,38 @@ class CampaignEvent(Base):
     to_status: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"  # not yet delivered; another attempt is due at next_attempt_at
+    DELIVERED = "delivered"
+    FAILED = "failed"  # every attempt failed, or the host is no longer allowed
+
+
+class Notification(Base):
+    """One webhook delivery (an event of a campaign); ``key`` makes each event happen once."""
+
+    __tablename__ = "notification"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "key"),
+        Index(None, "campaign_id", "id"),
+        _check_in("status", NotificationStatus),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(32))
+    batch_id: Mapped[int | None] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(16), default=NotificationStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RegisteredModel(Base):

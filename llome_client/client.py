@@ -181,7 +181,7 @@ class Campaign:
                     raise CampaignEnded(
                         self.id,
                         read.status,
-                        getattr(read, "stop_reason", None) or read.error or read.progress.message,
+                        read.stop_reason or read.error or read.progress.message,
                     )
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(
@@ -247,9 +247,10 @@ class Campaign:
         rows = [r.model_dump() for r in metrics.rounds]
         return pd.json_normalize(rows) if rows else pd.DataFrame(columns=["round"])
 
-    def export(self) -> pd.DataFrame:
-        """Every labelled and proposed sequence with its provenance (``GET .../export``)."""
-        content = self.client.request("GET", self._path("/export")).content
+    def export(self, table: str = "sequences") -> pd.DataFrame:
+        """Every labelled and proposed sequence with its provenance (``GET .../export``), or
+        with ``table="rounds"`` each round's oracle calls and seconds by step."""
+        content = self.client.request("GET", self._path("/export"), params={"table": table}).content
         return pd.read_csv(io.BytesIO(content), keep_default_na=True)
 
     def events(self) -> pd.DataFrame:

@@ -209,6 +209,10 @@ def drain(runtime, publisher: RecordingPublisher, max_tasks: int = 200) -> list[
         elif name == TaskName.RECOVER:
             runner.recover(runtime)
             done.append((name, "recovered"))
+        elif name == TaskName.NOTIFY:
+            from worker import notify
+
+            done.append((name, "retry" if notify.deliver(runtime, ids[0]) else "notified"))
         else:
             done.append((name, runner.run_job(runtime, ids[0])))
     return done

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
-from api.deps import CampaignDep, FactoryDep, LabDep, LockedCampaignDep, SessionDep
+from api.deps import CampaignDep, FactoryDep, LabDep, LockedCampaignDep, SessionDep, SettingsDep
 from api.errors import LlomeError
 from api.routes import file_response, json_of
 from api.schemas.campaigns import CampaignCreate, CampaignPage, CampaignRead
@@ -37,7 +37,7 @@ def parse_cursor(cursor: str | None) -> int | None:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CampaignRead)
 def create_campaign(
-    data: CampaignCreate, session: SessionDep, lab: LabDep,
+    data: CampaignCreate, session: SessionDep, lab: LabDep, settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=(
         "a retry with the same key and body returns the first response; another body is a 422"))] = None,
 ) -> CampaignRead | JSONResponse:
@@ -47,8 +47,8 @@ def create_campaign(
                             idempotency.fingerprint(data.model_dump_json()))
     if isinstance(key, tuple):
         return JSONResponse(key[1], status_code=key[0])
-    campaign = service.create(session, data=data, lab_id=lab.id)
-    out = service.to_read(session, campaign)
+    campaign = service.create(session, data=data, lab_id=lab.id, settings=settings)
+    out = service.to_read(session, campaign, with_secret=True)
     idempotency.finish(key, status.HTTP_201_CREATED, out.model_dump(mode="json"))
     return out
 
@@ -112,12 +112,22 @@ def list_sequences(campaign: CampaignDep, session: SessionDep, cursor: Cursor = 
 
 @router.get("/{campaign_id}/export", response_class=StreamingResponse,
             responses=file_response("text/csv", description="the campaign as CSV"))
-def export_campaign(campaign: CampaignDep, factory: FactoryDep) -> StreamingResponse:
-    """Everything as CSV (streamed): labelled and proposed sequences with their provenance."""
+def export_campaign(
+    campaign: CampaignDep, factory: FactoryDep, session: SessionDep,
+    table: Annotated[Literal["sequences", "rounds"], Query(description=(
+        "sequences: every labelled and proposed sequence with its provenance; rounds: one row "
+        "per round with its oracle calls and the wall, CPU and GPU seconds of each step"))] = "sequences",
+) -> StreamingResponse:
+    """Everything as CSV (streamed): labelled and proposed sequences with their provenance, or
+    with ``?table=rounds`` the per-round accounting."""
+    if table == "rounds":
+        body = metrics_service.rounds_csv(metrics_service.compute(session, campaign))
+    else:
+        body = sequence_service.export_csv(factory, campaign.id)
+    name = f"campaign-{campaign.id}" + ("-rounds" if table == "rounds" else "")
     return StreamingResponse(
-        sequence_service.export_csv(factory, campaign.id),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="campaign-{campaign.id}.csv"'},
+        body, media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )
 
 

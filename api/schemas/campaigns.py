@@ -21,6 +21,7 @@ from llome_core.config import (
     refinement_budget,
 )
 from llome_core.sequences import EHRLICH_LETTERS, Alphabet
+from llome_core.stopping import StopRule
 
 _EHRLICH = EhrlichConfig()
 _LOOP = LoopConfig()
@@ -197,6 +198,24 @@ class GAParams(Composition):
 OptimizerParams = Annotated[LlomeParams | GAParams, Field(discriminator="kind")]
 
 
+class StopParams(Strict):
+    """Stop before the last round, checked after every labelled round; when a rule fires the
+    campaign is completed and ``stop_reason`` names the rule and the value."""
+
+    target_score: float | None = Field(None, description="stop once the best label reaches it")
+    patience_rounds: int | None = Field(None, ge=1, le=1000, description="stop after this many "
+                                        "rounds without a better best label")
+    max_oracle_calls: int | None = Field(None, ge=1, description="stop before a round would take "
+                                         "the oracle calls (seed data included) past this")
+
+    def to_rule(self) -> StopRule:
+        return StopRule(**self.model_dump())
+
+
+NOTIFY_EVENTS = ("batch_ready", "labels_overdue", "failed", "completed")
+NotifyEvent = Literal["batch_ready", "labels_overdue", "failed", "completed"]
+
+
 class CampaignCreate(Strict):
     name: str = Field(..., min_length=1, max_length=200)
     oracle: OracleParams
@@ -204,12 +223,27 @@ class CampaignCreate(Strict):
     batch_size: int = Field(_LOOP.batch_size, ge=1, le=100_000, description="oracle calls per round")
     rounds: int = Field(_LOOP.rounds, ge=1, le=1000)
     seed: int = Field(_LOOP.seed, ge=0, le=2**31 - 1, description="the campaign's random seed")
+    stop: StopParams = Field(default_factory=StopParams)
+    notify_url: str | None = Field(None, max_length=2000, description="POST a signed JSON here "
+                                   "on each event (the operator's LLOME_NOTIFY_ALLOWED_HOSTS)")
+    notify_events: list[NotifyEvent] | None = Field(None, description="which events (default: all)")
     model: ModelParams = Field(  # type: ignore[valid-type]
         default_factory=ModelParams,
         description='the tiny default (omit, or give its sizes), a registered model\'s name '
         '("pythia-160m", see GET /models), or {"from_campaign": ID} for one of the lab\'s own '
         "campaigns' checkpoints",
     )
+
+    @field_validator("notify_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from urllib.parse import urlsplit  # noqa: PLC0415
+
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{v!r} is not an http or https URL with a host")
+        return v
 
     @model_validator(mode="after")
     def _fits(self) -> "CampaignCreate":
@@ -286,6 +320,14 @@ class CampaignRead(BaseModel):
     model: dict[str, Any]
     progress: Progress
     error: str | None = None
+    stop: dict[str, Any] | None = Field(None, description="the stop rules in force")
+    stop_reason: str | None = Field(None, description="the rule that completed the campaign, "
+                                    "with its value, e.g. 'target_score 0.9 reached: best 0.93 "
+                                    "in round 3'")
+    notify_url: str | None = None
+    notify_events: list[str] | None = None
+    notify_secret: str | None = Field(None, description="the key of the X-Llome-Signature HMAC, "
+                                      "in the creation response only")
     created_at: datetime
     updated_at: datetime
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
+class StepCost(BaseModel):
+    wall_s: float
+    cpu_s: float = Field(description="the worker process's CPU seconds")
+    gpu_s: float = Field(description="seconds the step held a GPU (0 on CPU)")
+
+
 class RoundMetrics(BaseModel):
     """One row per round (round 0: the seed data and uploads outside any batch)."""
 
@@ -20,6 +26,10 @@ class RoundMetrics(BaseModel):
     mean_regret: float | None = Field(None, description="1 - mean_score (Ehrlich only)")
     train: dict | None = None
     proposal: dict | None = None
+    round_oracle_calls: int = Field(0, description="this round's oracle calls (round 0: the seed "
+                                    "data, or the GA seeding's calls)")
+    cost: dict[str, StepCost] | None = Field(None, description="seconds by step (seed, train, "
+                                             "generate, filter, label) of the run that succeeded")
 
 
 class MetricsRead(BaseModel):

@@ -31,9 +31,10 @@ from api.models import (
     OptimizerKind,
     OracleKind,
 )
-from api.schemas.campaigns import CampaignCreate, CampaignRead, EhrlichParams
+from api.schemas.campaigns import CampaignCreate, CampaignRead, EhrlichParams, StopParams
 from api.schemas.common import Progress
-from api.services import jobs
+from api.services import jobs, notifications
+from llome_core.stopping import RoundRecord, stop_reason
 
 STATUS_OF_STEP = {
     JobStep.SEED: CampaignStatus.SEEDING,
@@ -54,9 +55,12 @@ WAITING_FOR_LABELS = (
 # --- create / read ------------------------------------------------------------------------
 
 
-def create(session: Session, *, data: CampaignCreate, lab_id: int | None = None) -> Campaign:
+def create(session: Session, *, data: CampaignCreate, lab_id: int | None = None,
+           settings: Settings | None = None) -> Campaign:
     """Insert the campaign for lab ``lab_id`` and start it (an Ehrlich campaign starts seeding
-    at once)."""
+    at once). With ``settings``, a ``notify_url`` outside the allowed hosts is a 422."""
+    if settings is not None:
+        notifications.check_url(data.notify_url, settings)
     from api.services import models as model_registry
 
     data = data.model_copy(update={"model": model_registry.resolve_for_campaign(
@@ -79,6 +83,7 @@ def create(session: Session, *, data: CampaignCreate, lab_id: int | None = None)
         seed=data.seed,
         spec=data.model_dump(mode="json"),
         round=0,
+        notify_secret=notifications.new_secret() if data.notify_url else None,
     )
     session.add(campaign)
     session.flush()
@@ -150,7 +155,9 @@ def progress(session: Session, campaign: Campaign, now: datetime | None = None) 
     return p
 
 
-def to_read(session: Session, campaign: Campaign) -> CampaignRead:
+def to_read(session: Session, campaign: Campaign, *, with_secret: bool = False) -> CampaignRead:
+    """The campaign as the API shows it; ``with_secret`` (the creation response only) adds the
+    webhook signing key."""
     spec = campaign.spec
     return CampaignRead(
         id=campaign.id,
@@ -167,6 +174,11 @@ def to_read(session: Session, campaign: Campaign) -> CampaignRead:
         model=spec["model"],
         progress=progress(session, campaign),
         error=campaign.error,
+        stop=spec.get("stop"),
+        stop_reason=campaign.stop_reason,
+        notify_url=spec.get("notify_url"),
+        notify_events=spec.get("notify_events"),
+        notify_secret=campaign.notify_secret if with_secret else None,
         created_at=campaign.created_at,
         updated_at=campaign.updated_at,
     )
@@ -201,6 +213,8 @@ def set_status(session: Session, campaign: Campaign, status: CampaignStatus, *,
         campaign.status = status
         campaign.updated_at = utcnow()
         _event(session, campaign, kind, old, status, detail)
+        if status in (CampaignStatus.COMPLETED, CampaignStatus.FAILED):
+            notifications.emit(session, campaign, str(status))
 
 
 def fail(session: Session, campaign: Campaign, error: str) -> None:
@@ -284,6 +298,7 @@ def advance(session: Session, campaign: Campaign, *, resend_queued: bool = False
             if not ehrlich:
                 set_status(session, campaign, CampaignStatus.AWAITING_LABELS,
                            message=WAITING_FOR_LABELS.format(id=campaign.id, batch_id=batch.id))
+                notifications.emit(session, campaign, "batch_ready", batch_id=batch.id)
                 return
             if _step(session, campaign, r, JobStep.LABEL, resend_queued, settings) is None:
                 return
@@ -294,6 +309,11 @@ def advance(session: Session, campaign: Campaign, *, resend_queued: bool = False
         if ehrlich and _optimum_found(session, campaign):
             set_status(session, campaign, CampaignStatus.COMPLETED,
                        message=f"the optimum (score 1) was found by round {r}")
+            return
+        if (reason := _stop_reason(session, campaign, r)) is not None:
+            campaign.stop_reason = reason
+            set_status(session, campaign, CampaignStatus.COMPLETED, kind="stopped", message=reason,
+                       detail={"stop_reason": reason})
             return
         if r >= campaign.rounds:
             set_status(session, campaign, CampaignStatus.COMPLETED,
@@ -317,6 +337,18 @@ def _step(session: Session, campaign: Campaign, r: int, step: JobStep, resend_qu
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         set_status(session, campaign, STATUS_OF_STEP[JobStep(step)])
     return None
+
+
+def _stop_reason(session: Session, campaign: Campaign, r: int) -> str | None:
+    """The stop rule that fires after labelled round ``r`` (``llome_core.stopping``), if any."""
+    rule = StopParams.model_validate(campaign.spec.get("stop") or {}).to_rule()
+    if not rule.active:
+        return None
+    from api.services import metrics  # noqa: PLC0415 (plotting code, loaded only when needed)
+
+    history = [RoundRecord(m.round, m.best_score, m.oracle_calls)
+               for m in metrics.compute(session, campaign).rounds if m.round <= r]
+    return stop_reason(rule, history, next_batch=campaign.batch_size if r < campaign.rounds else 0)
 
 
 def _has_measurements(session: Session, campaign: Campaign) -> bool:

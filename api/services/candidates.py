@@ -31,6 +31,7 @@ from api.models import (
 from api.notation import parse_ttl
 from api.schemas.candidates import CandidateDetail
 from api.services import campaigns as campaign_service
+from api.services import notifications
 
 TEMPLATE_COLUMNS = ["candidate_id", "sequence", "mutant", "score", "status"]
 def reference_of(campaign: Campaign) -> str | None:
@@ -100,6 +101,7 @@ def expire_overdue(session: Session, campaign: Campaign, now: datetime | None = 
     for batch_id in sorted({c.batch_id for c in expired}):
         batch = session.get(Batch, batch_id)
         assert batch is not None
+        notifications.emit(session, campaign, "labels_overdue", batch_id=batch_id)
         settle_batch(session, campaign, batch, now)
     return len(expired)
 

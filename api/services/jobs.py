@@ -32,6 +32,7 @@ class TaskName(StrEnum):
     GENERATE = "llome.generate_batch"
     LABEL = "llome.label_batch"
     RECOVER = "llome.recover"
+    NOTIFY = "llome.deliver_notification"
 
 
 class Queue(StrEnum):
@@ -46,6 +47,7 @@ QUEUE_OF: dict[TaskName, Queue] = {
     TaskName.GENERATE: Queue.GPU,
     TaskName.LABEL: Queue.CPU,
     TaskName.RECOVER: Queue.CPU,
+    TaskName.NOTIFY: Queue.CPU,
 }
 TASK_OF_STEP: dict[str, TaskName] = {
     JobStep.SEED: TaskName.SEED,

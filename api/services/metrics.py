@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from api.models import Batch, Campaign, Measurement, OracleKind, Round
-from api.schemas.metrics import MetricsRead, RoundMetrics
+from api.csvio import write_rows
+from api.models import Batch, Campaign, Job, JobStatus, Measurement, OracleKind, Round
+from api.schemas.metrics import MetricsRead, RoundMetrics, StepCost
 
 
 def compute(session: Session, campaign: Campaign) -> MetricsRead:
@@ -32,6 +33,7 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
         select(Batch).where(Batch.campaign_id == campaign.id).order_by(Batch.round)
     ))
     rounds = {r.number: r for r in session.scalars(select(Round).where(Round.campaign_id == campaign.id))}
+    costs = step_costs(session, campaign)
 
     out: list[RoundMetrics] = []
     calls = 0
@@ -55,6 +57,7 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
             regret=(1.0 - best_so_far) if ehrlich and best_so_far is not None else (1.0 if ehrlich and n else None),
             mean_regret=(1.0 - float(mean)) if ehrlich and mean is not None else None,
             train=(rnd.train_metrics if rnd else None), proposal=proposal,
+            round_oracle_calls=extra_calls, cost=costs.get(number),
         ))
 
     seed = by_batch.get(None)
@@ -67,6 +70,56 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
         n, nf, mean, best = by_batch.get(b.id, (0, 0, None, None))
         row(b.round, n, nf or 0, mean, best, b.size, n)
     return MetricsRead(campaign_id=campaign.id, objective="regret" if ehrlich else "score", rounds=out)
+
+
+def step_costs(session: Session, campaign: Campaign) -> dict[int, dict[str, StepCost]]:
+    """Per round, each succeeded step's wall, CPU and GPU seconds. The LLOME filter (likelihood
+    ranking and composition) runs inside the generate step; when the round's proposal metrics
+    time it, it is its own entry and generate is the rest."""
+    out: dict[int, dict[str, StepCost]] = {}
+    rows = session.execute(
+        select(Job.round, Job.step, Job.wall_seconds, Job.cpu_seconds, Job.gpu_seconds)
+        .where(Job.campaign_id == campaign.id, Job.status == JobStatus.SUCCEEDED,
+               Job.wall_seconds.is_not(None))
+    ).tuples()
+    for number, step, wall, cpu, gpu in rows:
+        out.setdefault(number, {})[step] = StepCost(wall_s=wall, cpu_s=cpu or 0.0, gpu_s=gpu or 0.0)
+    filters = session.execute(
+        select(Round.number, Round.proposal_metrics).where(Round.campaign_id == campaign.id)
+    ).tuples()
+    for number, proposal in filters:
+        gen = out.get(number, {}).get("generate")
+        if gen is None or not proposal or proposal.get("filter_seconds") is None:
+            continue
+        wall, cpu = float(proposal["filter_seconds"]), float(proposal.get("filter_cpu_seconds", 0.0))
+        gpu = min(wall, gen.gpu_s)
+        out[number]["filter"] = StepCost(wall_s=round(wall, 3), cpu_s=round(cpu, 3), gpu_s=round(gpu, 3))
+        out[number]["generate"] = StepCost(wall_s=round(max(0.0, gen.wall_s - wall), 3),
+                                           cpu_s=round(max(0.0, gen.cpu_s - cpu), 3),
+                                           gpu_s=round(max(0.0, gen.gpu_s - gpu), 3))
+    return out
+
+
+COST_STEPS = ("seed", "train", "generate", "filter", "label")
+ROUND_COLUMNS = [
+    "round", "oracle_calls", "round_oracle_calls", "labelled", "best_score", "best_so_far",
+    "regret", "feasible_fraction", "unique_fraction",
+    *(f"{step}_{kind}" for step in COST_STEPS for kind in ("wall_s", "cpu_s", "gpu_s")),
+]
+
+
+def rounds_csv(metrics: MetricsRead) -> Iterator[str]:
+    """The per-round accounting as CSV (``ROUND_COLUMNS``; an empty cell: the step did not run)."""
+
+    def rows() -> Iterator[list[object]]:
+        for m in metrics.rounds:
+            cost = m.cost or {}
+            steps = [getattr(cost[step], kind) if step in cost else None
+                     for step in COST_STEPS for kind in ("wall_s", "cpu_s", "gpu_s")]
+            yield [m.round, m.oracle_calls, m.round_oracle_calls, m.labelled, m.best_score,
+                   m.best_so_far, m.regret, m.feasible_fraction, m.unique_fraction, *steps]
+
+    return write_rows(ROUND_COLUMNS, rows())
 
 
 def _png(title: str, xlabel: str, ylabel: str, draw: Callable[[Any], bool]) -> bytes:

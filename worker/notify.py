@@ -1,0 +1,57 @@
+"""One webhook delivery attempt (the ``llome.deliver_notification`` task's body).
+
+No transaction is open while the receiver is called: the row is read, the POST is made, then the
+outcome is written under the row's lock (a duplicate task finds it delivered and does nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from sqlalchemy import select
+
+from api.db import session_scope
+from api.models import Campaign, Notification, NotificationStatus
+from api.services import notifications as service
+from worker.runtime import Runtime
+
+log = logging.getLogger("llome.notify")
+TIMEOUT_S = 10.0  # a receiver that has not answered by then counts as a failed attempt
+
+
+def deliver(rt: Runtime, notification_id: int) -> float | None:
+    """Make one attempt; returns the seconds until the next one, None when none is due."""
+    with rt.session_factory() as session:
+        note = session.get(Notification, notification_id)
+        if note is None or note.status != NotificationStatus.PENDING:
+            return None
+        campaign = session.get(Campaign, note.campaign_id)
+        secret = campaign.notify_secret if campaign is not None else None
+        url, body = note.url, service.body_of(note, rt.settings)
+        headers = service.headers_for(note, secret or "", body)
+    allowed = secret is not None and service.host_allowed(url, rt.settings)
+    ok, code, error = False, None, None
+    if allowed:
+        try:  # never follow a redirect: it could lead anywhere the allow list does not
+            response = httpx.post(url, content=body, headers=headers, timeout=TIMEOUT_S,
+                                  follow_redirects=False)
+            code, ok = response.status_code, 200 <= response.status_code < 300
+            if not ok:
+                error = f"the receiver answered {code} {response.reason_phrase}".strip()
+        except httpx.HTTPError as exc:
+            error = f"{exc.__class__.__name__}: {exc}"[:500]
+    with session_scope(rt.session_factory) as session:
+        note = session.scalar(select(Notification).where(Notification.id == notification_id)
+                              .with_for_update())
+        if note is None or note.status != NotificationStatus.PENDING:
+            return None
+        if not allowed:
+            service.give_up(note, "the host is no longer in LLOME_NOTIFY_ALLOWED_HOSTS")
+            return None
+        delay = service.record_attempt(note, ok=ok, status_code=code, error=error,
+                                       settings=rt.settings)
+    if delay is not None:
+        log.info("notification %s (%s): attempt failed (%s); next in %.0f s", notification_id,
+                 url, error, delay)
+    return delay
