@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -110,17 +111,33 @@ def read_table(
     return CsvTable(columns, rows)
 
 
-def parse_score(cell: str) -> float | None:
+# What a number cell may hold: ASCII sign, digits, one decimal point, an exponent. Python's
+# float() also reads "1_0" as 10 and full-width or Arabic-Indic digits; a lab's file means none.
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_score(cell: str, column: str = "score") -> float | None:
     """A finite number, or None for an empty cell; ValueError with the reason otherwise."""
     if cell == "":
         return None
-    try:
-        value = float(cell)
-    except ValueError:
-        raise ValueError(f"score {cell!r} is not a number") from None
+    if not NUMBER.fullmatch(cell):
+        if cell.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise ValueError(f"{column} {cell!r} is not a finite number; mark failures with "
+                             "feasible=false")
+        raise ValueError(f"{column} {cell!r} is not a number (digits 0-9, an optional sign, "
+                         "decimal point and exponent, like -1.5e3)")
+    value = float(cell)
     if not math.isfinite(value):
         raise ValueError(f"score {cell!r} is not a finite number; mark failures with feasible=false")
     return value
+
+
+def parse_int(cell: str, column: str) -> int:
+    """An integer cell in the same strict grammar; ValueError with the reason otherwise."""
+    if not INTEGER.fullmatch(cell):
+        raise ValueError(f"{column} {cell!r} is not an integer (digits 0-9)")
+    return int(cell)
 
 
 def parse_bool(cell: str) -> bool | None:
@@ -144,6 +161,13 @@ def escape_cell(value: object) -> str:
         return repr(value) if isinstance(value, float) else str(value)
     text = str(value)
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def unescape_cell(cell: str) -> str:
+    """The cell as ``escape_cell`` was given it: what we write, we read back."""
+    if len(cell) > 1 and cell[0] == "'" and cell[1:].startswith(FORMULA_PREFIXES):
+        return cell[1:]
+    return cell
 
 
 def write_rows(header: list[str], rows: Iterable[Iterable[object]]) -> Iterator[str]:

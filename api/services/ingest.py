@@ -34,9 +34,11 @@ from api.csvio import (
     CsvError,
     CsvTable,
     parse_bool,
+    parse_int,
     parse_score,
     raise_if_errors,
     read_table,
+    unescape_cell,
 )
 from api.db import utcnow
 from api.errors import (
@@ -144,6 +146,12 @@ def _jsonl_table(data: bytes, alphabet: Alphabet) -> CsvTable | None:
             obj = json.loads(line)
             particle = obj["particle"]
             score = obj.get("score")
+            # JSON true is not a score and 2.7 is not a state: nothing is rounded or read as 1.
+            if isinstance(score, bool) or not (score is None or isinstance(score, (int, float))):
+                raise TypeError(f"score {score!r} is not a number")
+            if not isinstance(particle, list) or any(
+                    isinstance(s, bool) or not isinstance(s, int) for s in particle):
+                raise TypeError(f"particle {particle!r} is not a list of integer states")
             seq = "".join(alphabet.letters[int(s)] for s in particle)
             if any(int(s) < 0 for s in particle):
                 raise IndexError
@@ -204,9 +212,7 @@ def _parse(
 def _sequence_text(cell: str) -> str:
     # Our exports put an apostrophe before cells a spreadsheet would run as a formula; a file
     # filled in from an export comes back with it.
-    if len(cell) > 1 and cell[0] == "'" and cell[1] in "=+-@":
-        return cell[1:]
-    return cell
+    return unescape_cell(cell)
 
 
 def _value(
@@ -234,8 +240,12 @@ def _value(
             )
             return None
         feasible = True
-    if not feasible:
-        score = None  # infeasible is a state, not a number
+    if not feasible and score is not None:
+        errors.append(CsvError(row, "score", f"score {cells['score']!r} with feasible="
+                               f"{cells['feasible']!r}: an infeasible sequence has no score "
+                               "(leave score empty, or set feasible=true); columns score and "
+                               "feasible disagree"))
+        return None
     return score, feasible
 
 
@@ -410,11 +420,9 @@ def _identify(
     cand: Candidate | None = None
     if cid_cell:
         try:
-            cid = int(cid_cell)
-        except ValueError:
-            errors.append(
-                CsvError(row, "candidate_id", f"candidate_id {cid_cell!r} is not an integer")
-            )
+            cid = parse_int(cid_cell, "candidate_id")
+        except ValueError as exc:
+            errors.append(CsvError(row, "candidate_id", str(exc)))
             return None
         cand = by_id.get(cid)
         if cand is None:
@@ -473,7 +481,7 @@ def _validate_results(
         cand = _identify(cells, row_no, batch, by_id, by_text, errors)
         if cand is None:
             continue
-        mutant = cells.get("mutant", "")
+        mutant = _sequence_text(cells.get("mutant", ""))
         expected = candidate_service.template_mutant(cand, versus_reference)
         if mutant and not notation.same_mutations(mutant, expected):
             # The template's mutant column is for people (an empty cell says nothing, any
