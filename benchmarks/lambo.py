@@ -394,7 +394,8 @@ def markdown_table(
                 default=0,
             )
             for r in final.values():
-                optimizer_calls = r["oracle_calls"] - (start if method != "ga" else 0)
+                # the clocks start with the optimizer: seed-data calls (its round 0) are not its own
+                optimizer_calls = r["oracle_calls"] - start
                 if optimizer_calls > 0 and r.get("seconds") is not None:
                     wall += r["seconds"] / optimizer_calls
                     cpu += (r.get("cpu_seconds") or 0.0) / optimizer_calls
