@@ -286,11 +286,11 @@ def run_llome(
         loop = LlomeLoop(
             config, num_states=f.num_states, dim=f.dim, workdir=run.dir, feasible=f.is_feasible
         )
-        loop.observe(seed_data)
+        loop.tell(seed_data)
         calls = ga.num_steps * ga.num_particles
         best = float(seed_data.values.max())
         state = {
-            "loop": loop.state_dict(),
+            "loop": loop.state(),
             "calls": calls,
             "best": best,
             "seconds": 0.0,
@@ -306,7 +306,7 @@ def run_llome(
         }
         run.save(state)
     else:
-        loop = LlomeLoop.from_state_dict(state["loop"], run.dir, feasible=f.is_feasible)
+        loop = LlomeLoop.from_state(state["loop"], run.dir, feasible=f.is_feasible)
     run.flush(state)
     if threads:
         torch.set_num_threads(threads)
@@ -321,13 +321,13 @@ def run_llome(
             )
 
     while not state["done"] and not loop.done:
-        proposal = loop.propose(report)
+        proposal = loop.ask(reporter=report)
         x = proposal.sequences
         values, feasible = (
             f.evaluate(x) if len(x) else (torch.zeros(0), torch.zeros(0, dtype=torch.bool))
         )
         batch = Labelled(x.reshape(-1, f.dim), values, feasible)
-        loop.observe(batch)
+        loop.tell(batch)
         t = loop.round
         state["calls"] += len(batch)
         state["best"] = max(state["best"], float(batch.values.max()) if len(batch) else 0.0)
@@ -361,7 +361,7 @@ def run_llome(
             state["calibration"].append(run.row(round=t, bin=i, **b))
         state["seconds"], state["cpu_seconds"] = wall, cpu
         state["done"] = loop.done or state["best"] >= 1.0
-        state["loop"] = loop.state_dict()
+        state["loop"] = loop.state()
         run.save(state)
         run.flush(state)
         if progress:
