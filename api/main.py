@@ -24,6 +24,7 @@ from api.errors import install_handlers, problem
 from api.ratelimit import TooManyRequests, limiter_of
 from api.routes import (
     batches,
+    bundles,
     campaigns,
     candidates,
     health,
@@ -82,8 +83,8 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
 
     app.add_middleware(Gate, settings=settings)
 
-    for module in (health, campaigns, measurements, batches, uploads, candidates, history, models,
-                   notifications):
+    for module in (health, bundles, campaigns, measurements, batches, uploads, candidates, history,
+                   models, notifications):
         app.include_router(module.router)
     from api.ui import install as install_ui
 

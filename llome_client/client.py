@@ -77,6 +77,14 @@ class Client:
             CampaignRead.model_validate(self.request("GET", f"/campaigns/{campaign_id}").json()),
         )
 
+    def import_campaign(self, bundle: bytes) -> Campaign:
+        """Restore a bundle (``Campaign.bundle()``) as a new campaign of this key's lab."""
+        files = {"file": ("campaign.tar.gz", bundle, "application/gzip")}
+        read = CampaignRead.model_validate(
+            self.request("POST", "/campaigns/import", files=files).json()
+        )
+        return Campaign(self, read)
+
     def campaigns(self, limit: int = 50) -> list[Campaign]:
         """The lab's campaigns, newest first (every page)."""
         out: list[Campaign] = []
@@ -264,6 +272,11 @@ class Campaign:
             if not page.get("next_cursor"):
                 return pd.DataFrame(rows)
             cursor = page["next_cursor"]
+
+    def bundle(self, weights: bool = True) -> bytes:
+        """The whole campaign as one ``.tar.gz`` (``Client.import_campaign`` restores it)."""
+        params = {"weights": str(weights).lower()}
+        return self.client.request("GET", self._path("/bundle"), params=params).content
 
     def plot(self) -> PNG:
         """Best score (regret for Ehrlich) against oracle calls, as PNG (inline in Jupyter)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class StepClock:
         self.cuda = device.startswith("cuda")
         self.cost = StepCost(0.0, 0.0, 0.0)
 
-    def __enter__(self) -> StepClock:
+    def __enter__(self) -> Self:
         self._wall, self._cpu = time.perf_counter(), time.process_time()
         return self
 

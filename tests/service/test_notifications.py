@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import drain
-from tests.service.test_uploads import csv_bytes, seed_rows, upload, wetlab
+from tests.service.test_uploads import csv_bytes, seed_rows, upload
 
 
 class Receiver:
@@ -30,7 +30,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.calls.append((dict(self.headers.items()), body))
                 self.send_response(receiver.answers.pop(0) if receiver.answers else 200)
