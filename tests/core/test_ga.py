@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from functools import cache, lru_cache
@@ -22,7 +23,14 @@ from llome_core.ga import (
 from llome_core.optimizer import Labelled
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "holo_ga.json"
-SMALL = dict(num_states=8, dim=16, num_motifs=2, motif_length=3, quantization=3, random_seed=101)
+SMALL = {
+    "num_states": 8,
+    "dim": 16,
+    "num_motifs": 2,
+    "motif_length": 3,
+    "quantization": 3,
+    "random_seed": 101,
+}
 
 
 @lru_cache(maxsize=1)
@@ -92,7 +100,7 @@ def test_run_ga_history_reports_monotone_best_and_fractions():
         f, GAConfig(num_particles=60, mutation_prob=0.1, survival_quantile=0.2, num_steps=8, seed=4)
     )
     best = [h["min_regret"] for h in result.history]
-    assert all(b2 <= b1 for b1, b2 in zip(best, best[1:]))
+    assert all(b2 <= b1 for b1, b2 in itertools.pairwise(best))
     assert result.history[0]["unique_frac"] == pytest.approx(1 / 60)  # N copies of the start
     assert result.history[0]["mean_edit_distance"] == 0.0
     # normalized Hamming distance of each particle to itself before mutation: about the rate
@@ -132,11 +140,11 @@ def test_run_ga_accepts_a_plain_objective_with_infinite_losses():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        (dict(mutation_prob=0.0), "mutation_prob"),
-        (dict(mutation_prob=1.0), "mutation_prob"),
-        (dict(recombine_prob=1.0), "recombine_prob"),
-        (dict(survival_quantile=0.0), "survival_quantile"),
-        (dict(num_particles=10, survival_quantile=0.1), "at least 2"),
+        ({"mutation_prob": 0.0}, "mutation_prob"),
+        ({"mutation_prob": 1.0}, "mutation_prob"),
+        ({"recombine_prob": 1.0}, "recombine_prob"),
+        ({"survival_quantile": 0.0}, "survival_quantile"),
+        ({"num_particles": 10, "survival_quantile": 0.1}, "at least 2"),
     ],
 )
 def test_bad_ga_settings_raise_clear_errors(changes, message):
@@ -243,7 +251,9 @@ def test_bench_ga_writes_results_csv_and_regret_plot(tmp_path):
     assert header == ",".join(CSV_COLUMNS)
     rows = read_csv(tmp_path / "results.csv")
     assert [(r["seed"], r["round"], r["oracle_calls"]) for r in rows] == [
-        (s, t, 20 * t) for s in (0, 2) for t in range(5)  # 80 calls: 4 steps of 20
+        (s, t, 20 * t)
+        for s in (0, 2)
+        for t in range(5)  # 80 calls: 4 steps of 20
     ]
     assert all(r["method"] == "ga" and r["parse_fail_frac"] is None for r in rows)
     assert {r["instance"] for r in rows} == {"ehr_v-8_l-016_m-2_c-3_q-3"}
@@ -263,16 +273,18 @@ def test_bench_ga_writes_results_csv_and_regret_plot(tmp_path):
 
 
 def _seeded(f: Ehrlich, n: int = 40) -> GeneticOptimizer:
-    data = run_ga(f, GAConfig(num_particles=20, mutation_prob=0.1, survival_quantile=0.2,
-                              num_steps=2, seed=1)).dataset
+    data = run_ga(
+        f, GAConfig(num_particles=20, mutation_prob=0.1, survival_quantile=0.2, num_steps=2, seed=1)
+    ).dataset
     config = campaign_config(n, seed=7, mutation_prob=0.2, survival_quantile=0.2)
     return GeneticOptimizer.from_seed_data(config, f.num_states, f.dim, data)
 
 
 def test_the_campaign_ga_starts_from_the_best_labelled_sequences_tiled():
     f = small_ehrlich()
-    data = run_ga(f, GAConfig(num_particles=20, mutation_prob=0.1, survival_quantile=0.2,
-                              num_steps=2, seed=1)).dataset
+    data = run_ga(
+        f, GAConfig(num_particles=20, mutation_prob=0.1, survival_quantile=0.2, num_steps=2, seed=1)
+    ).dataset
     opt = GeneticOptimizer.from_seed_data(campaign_config(40, seed=7), f.num_states, f.dim, data)
     order = torch.argsort(data.values + data.feasible.double(), descending=True, stable=True)
     best4 = data.sequences[order[:4]]  # N // 10 parents
@@ -300,18 +312,24 @@ def test_a_dropped_or_composed_away_candidate_counts_as_failed_and_is_never_aske
     assert info["min_hamming"] == 2
     rows = [c.sequence for c in proposal.candidates]
     for i, a in enumerate(rows):
-        assert all(sum(x != y for x, y in zip(a, b)) >= 2 for b in rows[i + 1:])
+        assert all(sum(x != y for x, y in zip(a, b)) >= 2 for b in rows[i + 1 :])
     withdrawn, measured = rows[0], rows[1:]
     opt.drop(torch.tensor([withdrawn]), "withdrawn")
     opt.tell(_label(f, torch.tensor(measured)))
-    labels = {tuple(s): (v, ok) for s, v, ok in zip(opt.labelled().sequences.tolist(),
-                                                     opt.labelled().values.tolist(),
-                                                     opt.labelled().feasible.tolist())}
+    labels = {
+        tuple(s): (v, ok)
+        for s, v, ok in zip(
+            opt.labelled().sequences.tolist(),
+            opt.labelled().values.tolist(),
+            opt.labelled().feasible.tolist(),
+        )
+    }
     assert labels[tuple(withdrawn)] == (0.0, False)  # failed: the GA does not wait for it
     # a label arriving after the drop does not replace it (the first label wins)
     opt.tell(_label(f, torch.tensor([withdrawn])))
-    assert not opt.labelled().feasible[[tuple(s) for s in opt.labelled().sequences.tolist()]
-                                       .index(tuple(withdrawn))]
+    assert not opt.labelled().feasible[
+        [tuple(s) for s in opt.labelled().sequences.tolist()].index(tuple(withdrawn))
+    ]
     after = opt.ask()
     assert not {c.sequence for c in after.candidates} & set(rows)
     resumed = GeneticOptimizer.from_state(json.loads(json.dumps(opt.state())))

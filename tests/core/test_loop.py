@@ -49,7 +49,10 @@ def test_two_outer_rounds_of_every_objective_propose_new_valid_sequences(
     objective, ehrlich, seed_data, tmp_path
 ):
     loop = LlomeLoop(
-        small_config(objective), num_states=STATES, dim=DIM, workdir=tmp_path,
+        small_config(objective),
+        num_states=STATES,
+        dim=DIM,
+        workdir=tmp_path,
         feasible=ehrlich.is_feasible,
     )
     loop.observe(seed_data)
@@ -158,7 +161,9 @@ def test_free_decoding_runs_the_round_with_the_papers_sampler(ehrlich, seed_data
     loop = LlomeLoop(config, num_states=STATES, dim=DIM, workdir=tmp_path)
     loop.tell(seed_data)
     proposal = loop.ask()
-    assert proposal.metrics["constrained"] == 0.0 and 0.0 <= proposal.metrics["parse_fail_frac"] <= 1
+    assert (
+        proposal.metrics["constrained"] == 0.0 and 0.0 <= proposal.metrics["parse_fail_frac"] <= 1
+    )
     x = proposal.sequences
     if len(x):  # free sampling keeps only outputs that parse to a sequence of the right shape
         assert x.shape[1] == DIM and int(x.min()) >= 0 and int(x.max()) < STATES

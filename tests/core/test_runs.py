@@ -30,7 +30,10 @@ def test_the_defaults_are_the_papers() -> None:
     assert config.train.checkpoint_fallback == "final"
     assert config.train.replay_fraction == 0.0  # no replay, as the paper
     assert (config.batch_size, config.generate.num_seeds, config.generate.samples_per_step) == (
-        2000, 200, 10)
+        2000,
+        200,
+        10,
+    )
 
 
 def test_decoding_and_checkpoint_fallback_flags_set_the_config_fields() -> None:
@@ -43,12 +46,16 @@ def test_decoding_and_checkpoint_fallback_flags_set_the_config_fields() -> None:
 
 def test_same_learning_rate_is_the_rate_of_every_objective_of_the_schedule() -> None:
     config = config_of("--same-learning-rate", "1e-4")
-    rates = {obj: resolve(config.train, obj, is_tiny_model=True).learning_rate
-             for obj in parse_schedule(config.objective, config.rounds)}
+    rates = {
+        obj: resolve(config.train, obj, is_tiny_model=True).learning_rate
+        for obj in parse_schedule(config.objective, config.rounds)
+    }
     assert rates == {"sft": 1e-4, "marge": 1e-4}
     own = config_of()
-    assert len({resolve(own.train, obj, is_tiny_model=True).learning_rate
-                for obj in ("sft", "marge")}) == 2  # without it, each objective has its own
+    assert (
+        len({resolve(own.train, obj, is_tiny_model=True).learning_rate for obj in ("sft", "marge")})
+        == 2
+    )  # without it, each objective has its own
 
 
 def test_a_small_budget_gets_a_small_refinement_unless_told() -> None:
@@ -67,13 +74,27 @@ def test_method_names_say_the_switches() -> None:
 def test_append_rows_writes_the_header_once_and_refuses_another_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "results.csv"
     append_rows([{"instance": "x", "method": "ga", "seed": 0, "round": 0, "oracle_calls": 0}], path)
-    append_rows([{"instance": "x", "method": "ga", "seed": 0, "round": 1, "oracle_calls": 10,
-                  "min_regret": 0.5, "cpu_seconds": 1.25}], path)
+    append_rows(
+        [
+            {
+                "instance": "x",
+                "method": "ga",
+                "seed": 0,
+                "round": 1,
+                "oracle_calls": 10,
+                "min_regret": 0.5,
+                "cpu_seconds": 1.25,
+            }
+        ],
+        path,
+    )
     lines = path.read_text().splitlines()
     assert lines[0] == ",".join(CSV_COLUMNS) and len(lines) == 3
     rows = read_csv(path)
     assert [(r["round"], r["oracle_calls"], r["min_regret"]) for r in rows] == [
-        (0, 0, None), (1, 10, 0.5)]
+        (0, 0, None),
+        (1, 10, 0.5),
+    ]
     other = tmp_path / "other.csv"
     with other.open("w", newline="") as fh:
         csv.writer(fh).writerow(["method", "seed"])
