@@ -5,18 +5,21 @@ docs depends on :func:`get_lab` or on a campaign dependency; both check the key.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from api.config import Settings
+from api.db import end_transaction
 from api.errors import CampaignNotFound, Unauthorized
 from api.models import Campaign, Lab
 from api.ratelimit import RateLimiter, limiter_of
 from api.services import labs as labs_service
+from api.services.idempotency import IdempotentRequest
 
 
 # Dependencies that touch no database are async: a sync one costs a trip to the threadpool.
@@ -37,8 +40,6 @@ async def get_session_factory(request: Request) -> sessionmaker[Session]:
     return _factory(request)
 
 
-
-
 async def get_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request: committed when the route returns, rolled back on error.
     Tasks queued with ``enqueue_after_commit`` are sent only after the commit. Opening a session
@@ -48,19 +49,9 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     except BaseException:
-        await run_in_threadpool(_end, session, False)
+        await run_in_threadpool(partial(end_transaction, session, succeeded=False))
         raise
-    await run_in_threadpool(_end, session, True)
-
-
-def _end(session: Session, commit: bool) -> None:
-    try:
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
-    finally:
-        session.close()
+    await run_in_threadpool(partial(end_transaction, session, succeeded=True))
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
@@ -147,3 +138,16 @@ def get_campaign_locked(campaign_id: int, request: Request, session: SessionDep,
 
 CampaignDep = Annotated[Campaign, Depends(get_campaign)]
 LockedCampaignDep = Annotated[Campaign, Depends(get_campaign_locked)]
+
+
+def get_idempotency(
+    session: SessionDep,
+    key: Annotated[str | None, Header(
+        alias="Idempotency-Key", description="a retry with the same key and request returns the "
+        "first response; the same key with another request is a 422")] = None,
+) -> IdempotentRequest:
+    """The creating POSTs' ``Idempotency-Key``: a retry gets the first response again."""
+    return IdempotentRequest(session, key)
+
+
+IdempotencyDep = Annotated[IdempotentRequest, Depends(get_idempotency)]

@@ -36,6 +36,15 @@ class LlomeError(Exception):
         self.extra = extra
 
 
+class StoredResponse(Exception):  # noqa: N818 (not an error: a response sent again)
+    """A retried idempotent request: its first response (status and JSON body) is sent again."""
+
+    def __init__(self, status_code: int, body: dict[str, Any]):
+        super().__init__(status_code)
+        self.status_code = status_code
+        self.body = body
+
+
 class Unauthorized(LlomeError):
     """No API key, or one that is unknown or revoked."""
 
@@ -117,6 +126,10 @@ def install_handlers(app: FastAPI) -> None:
                            **exc.extra)
         response.headers.update(getattr(exc, "headers", {}))
         return response
+
+    @app.exception_handler(StoredResponse)
+    async def _stored(request: Request, exc: StoredResponse) -> JSONResponse:
+        return JSONResponse(exc.body, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

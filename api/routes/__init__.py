@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Response
+from fastapi import Query, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+
+from api.errors import LlomeError
+
+# The paging query of every list (``api.services.paging``): ``next_cursor`` of the previous page.
+Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    if cursor in (None, ""):
+        return None
+    try:
+        return int(cursor)
+    except ValueError:
+        raise LlomeError(f"cursor {cursor!r} is not one this API returned") from None
 
 
 def json_of(model: BaseModel) -> Response:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, File, Request, Response, UploadFile, status
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from api.csvio import write_rows
-from api.deps import CampaignDep, LockedCampaignDep, SessionDep, SettingsDep
-from api.routes import json_of
-from api.routes.campaigns import Cursor, Limit, parse_cursor
-from api.routes.uploads import IdempotencyKeyHeader, read_upload
+from api.deps import CampaignDep, IdempotencyDep, LockedCampaignDep, SessionDep, SettingsDep
+from api.routes import Cursor, Limit, json_of, parse_cursor
+from api.routes.uploads import AGAIN, read_upload
 from api.schemas.batches import BatchPage, BatchRead
 from api.schemas.common import PROBLEM_RESPONSES
 from api.schemas.uploads import UploadRead
 from api.services import batches as service
-from api.services import idempotency, ingest
+from api.services import ingest
 
 router = APIRouter(prefix="/campaigns", tags=["batches"], responses=PROBLEM_RESPONSES)
 
@@ -46,26 +47,22 @@ def get_batch(campaign: CampaignDep, batch_id: int, session: SessionDep, request
 
 
 @router.post("/{campaign_id}/batches/{batch_id}/results", response_model=UploadRead,
-             status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": UploadRead, "description": "the same file was uploaded before"}})
+             status_code=status.HTTP_201_CREATED, responses=AGAIN)
 def upload_results(
     campaign: LockedCampaignDep, batch_id: int, session: SessionDep, settings: SettingsDep,
-    request: Request, response: Response,
-    file: UploadFile = File(..., description="CSV: candidate_id or sequence, score[, feasible][, status]"),
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> UploadRead | JSONResponse:
+    request: Request, response: Response, idempotency: IdempotencyDep,
+    file: Annotated[UploadFile, File(description="CSV: candidate_id or sequence, score[, feasible]"
+                                     "[, status]")],
+) -> UploadRead:
     """The lab's results for a batch: all rows or none. When every candidate has a result the
     batch is labelled and the next round starts. The same file again stores nothing (200)."""
     data = read_upload(file, settings)
-    key = idempotency.begin(session, f"POST /campaigns/{campaign.id}/batches/{batch_id}/results",
-                            idempotency_key, idempotency.fingerprint(data, file.filename))
-    if isinstance(key, tuple):
-        return JSONResponse(key[1], status_code=key[0])
+    idempotency.begin(f"POST /campaigns/{campaign.id}/batches/{batch_id}/results", data,
+                      file.filename)
     batch = service.get_or_404(session, campaign, batch_id)
     upload, already = ingest.preview_and_commit(session, campaign=campaign, batch=batch, data=data,
                                                 filename=file.filename, settings=settings,
                                                 api_key_id=request.state.api_key_id)
     response.status_code = status.HTTP_200_OK if already else status.HTTP_201_CREATED
-    out = ingest.to_read(session, upload, campaign, already=already)
-    idempotency.finish(key, response.status_code, out.model_dump(mode="json"))
-    return out
+    return idempotency.finish(response.status_code,
+                              ingest.to_read(session, upload, campaign, already=already))

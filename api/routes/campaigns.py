@@ -4,53 +4,45 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Response, status
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from sqlalchemy import select
 
-from api.deps import CampaignDep, FactoryDep, LabDep, LockedCampaignDep, SessionDep, SettingsDep
-from api.errors import LlomeError
-from api.routes import file_response, json_of
+from api.deps import (
+    CampaignDep,
+    FactoryDep,
+    IdempotencyDep,
+    LabDep,
+    LockedCampaignDep,
+    SessionDep,
+    SettingsDep,
+)
+from api.models import CampaignEvent
+from api.routes import Cursor, Limit, file_response, json_of, parse_cursor
 from api.schemas.campaigns import CampaignCreate, CampaignPage, CampaignRead
 from api.schemas.common import PROBLEM_RESPONSES, Page
 from api.schemas.metrics import MetricsRead
 from api.schemas.sequences import SequencePage
 from api.services import campaigns as service
-from api.services import idempotency
 from api.services import metrics as metrics_service
+from api.services import paging
 from api.services import sequences as sequence_service
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=PROBLEM_RESPONSES)
-
-Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
-Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
-
-
-def parse_cursor(cursor: str | None) -> int | None:
-    if cursor in (None, ""):
-        return None
-    try:
-        return int(cursor)
-    except ValueError:
-        raise LlomeError(f"cursor {cursor!r} is not one this API returned") from None
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CampaignRead)
 def create_campaign(
     data: CampaignCreate, session: SessionDep, lab: LabDep, settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=(
-        "a retry with the same key and body returns the first response; another body is a 422"))] = None,
-) -> CampaignRead | JSONResponse:
+    idempotency: IdempotencyDep,
+) -> CampaignRead:
     """Create a campaign. Ehrlich campaigns start seeding with the GA at once; wet-lab campaigns
     wait for seed data (``POST /campaigns/{id}/measurements``)."""
-    key = idempotency.begin(session, f"lab {lab.id} POST /campaigns", idempotency_key,
-                            idempotency.fingerprint(data.model_dump_json()))
-    if isinstance(key, tuple):
-        return JSONResponse(key[1], status_code=key[0])
+    idempotency.begin(f"lab {lab.id} POST /campaigns", data.model_dump_json())
     campaign = service.create(session, data=data, lab_id=lab.id, settings=settings)
     out = service.to_read(session, campaign, with_secret=True)
-    idempotency.finish(key, status.HTTP_201_CREATED, out.model_dump(mode="json"))
-    return out
+    return idempotency.finish(status.HTTP_201_CREATED, out)
 
 
 @router.get("", response_model=CampaignPage)
@@ -144,18 +136,11 @@ class EventRead(BaseModel):
 def list_events(campaign: CampaignDep, session: SessionDep, cursor: Cursor = None,
                 limit: Limit = 100) -> Page[EventRead]:
     """Every state change of the campaign, oldest first."""
-    from sqlalchemy import select
-
-    from api.models import CampaignEvent
-
-    q = select(CampaignEvent).where(CampaignEvent.campaign_id == campaign.id).order_by(CampaignEvent.id)
-    if (c := parse_cursor(cursor)) is not None:
-        q = q.where(CampaignEvent.id > c)
-    rows = list(session.scalars(q.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = paging.keyset(
+        session, select(CampaignEvent).where(CampaignEvent.campaign_id == campaign.id),
+        CampaignEvent.id, cursor=parse_cursor(cursor), limit=limit, newest_first=False)
     return Page[EventRead](
         items=[EventRead(id=e.id, kind=e.kind, from_status=e.from_status, to_status=e.to_status,
                          detail=e.detail, at=e.at.isoformat()) for e in rows],
-        next_cursor=str(rows[-1].id) if more and rows else None,
+        next_cursor=str(next_cursor) if next_cursor else None,
     )

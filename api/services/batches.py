@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from api.errors import BatchNotFound
 from api.models import PENDING_CANDIDATE, Batch, Campaign, Candidate, Measurement, Sequence
 from api.schemas.batches import BatchRead, BatchSummary, CandidateRead
+from api.services import paging
 
 CSV_COLUMNS = ["candidate_id", "sequence", "score", "feasible"]
 
@@ -52,14 +53,10 @@ def summary(batch: Batch, remaining: int) -> BatchSummary:
 
 def list_(session: Session, campaign: Campaign, *, cursor: int | None, limit: int) -> tuple[list[BatchSummary], int | None]:
     """Newest first; the cursor is the last batch id seen."""
-    q = select(Batch).where(Batch.campaign_id == campaign.id).order_by(Batch.id.desc()).limit(limit + 1)
-    if cursor is not None:
-        q = q.where(Batch.id < cursor)
-    batches = list(session.scalars(q))
-    more = len(batches) > limit
-    batches = batches[:limit]
+    batches, next_cursor = paging.keyset(session, select(Batch).where(Batch.campaign_id == campaign.id),
+                                         Batch.id, cursor=cursor, limit=limit, newest_first=True)
     remaining = _remaining(session, [b.id for b in batches])
-    return [summary(b, remaining.get(b.id, 0)) for b in batches], (batches[-1].id if more and batches else None)
+    return [summary(b, remaining.get(b.id, 0)) for b in batches], next_cursor
 
 
 def candidates(session: Session, batch: Batch) -> list[CandidateRead]:

@@ -33,7 +33,7 @@ from api.models import (
 )
 from api.schemas.campaigns import CampaignCreate, CampaignRead, EhrlichParams, StopParams
 from api.schemas.common import Progress
-from api.services import jobs, notifications
+from api.services import jobs, notifications, paging
 from llome_core.stopping import RoundRecord, stop_reason
 
 STATUS_OF_STEP = {
@@ -55,7 +55,7 @@ WAITING_FOR_LABELS = (
 # --- create / read ------------------------------------------------------------------------
 
 
-def create(session: Session, *, data: CampaignCreate, lab_id: int | None = None,
+def create(session: Session, *, data: CampaignCreate, lab_id: int,
            settings: Settings | None = None) -> Campaign:
     """Insert the campaign for lab ``lab_id`` and start it (an Ehrlich campaign starts seeding
     at once). With ``settings``, a ``notify_url`` outside the allowed hosts is a 422."""
@@ -114,18 +114,11 @@ def get_or_404(session: Session, campaign_id: int, *, lock: bool = False,
     return campaign
 
 
-def list_(session: Session, *, cursor: int | None, limit: int,
-          lab_id: int | None = None) -> tuple[list[Campaign], int | None]:
-    """Newest first (only ``lab_id``'s campaigns when given); the cursor is the last id seen."""
-    q = select(Campaign).order_by(Campaign.id.desc()).limit(limit + 1)
-    if lab_id is not None:
-        q = q.where(Campaign.lab_id == lab_id)
-    if cursor is not None:
-        q = q.where(Campaign.id < cursor)
-    rows = list(session.scalars(q))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
+def list_(session: Session, *, lab_id: int, cursor: int | None,
+          limit: int) -> tuple[list[Campaign], int | None]:
+    """The lab's campaigns, newest first; the cursor is the last id seen."""
+    return paging.keyset(session, select(Campaign).where(Campaign.lab_id == lab_id), Campaign.id,
+                         cursor=cursor, limit=limit, newest_first=True)
 
 
 def current_job(session: Session, campaign: Campaign) -> Job | None:

@@ -22,10 +22,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from api import notation
@@ -33,6 +33,7 @@ from api.config import Settings
 from api.csvio import (
     CsvError,
     CsvTable,
+    UnreadableFile,
     parse_bool,
     parse_int,
     parse_score,
@@ -66,7 +67,7 @@ from api.models import (
     UploadStatus,
 )
 from api.schemas.uploads import UploadRead
-from api.services import bulk
+from api.services import bulk, paging
 from api.services import campaigns as campaign_service
 from api.services import candidates as candidate_service
 from llome_core.sequences import Alphabet, SequenceError
@@ -123,6 +124,12 @@ class Plan:
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def upload_target(batch: Batch | None) -> str:
+    """What an upload is for: a batch's results or the campaign's seed data. The same bytes sent
+    to another target are another upload (a file first sent without its batch is not stuck)."""
+    return f"batch {batch.id}" if batch is not None else "seed"
 
 
 def what(kind: str, batch: Batch | None) -> str:
@@ -201,6 +208,8 @@ def _parse(
                 [CsvError(None, None, f"more than {settings.max_upload_rows} rows")], "file"
             )
         return table
+    except UnreadableFile:
+        raise  # no table at all: a 422 at preview, nothing kept
     except InvalidUpload as exc:
         plan.fatal = True
         plan.errors = [
@@ -599,7 +608,6 @@ def _refuse_closed(campaign: Campaign, batch: Batch | None, kind: str) -> None:
                            f"data{also}")
 
 
-
 def _preview(
     session: Session,
     *,
@@ -615,8 +623,12 @@ def _preview(
             f"the file has {len(data)} bytes; the limit is {settings.max_upload_bytes}"
         )
     digest = sha256_of(data)
+    target = upload_target(batch)
+    _forget_old_previews(session, settings)
     previous = session.scalar(
-        select(Upload).where(Upload.campaign_id == campaign.id, Upload.sha256 == digest)
+        select(Upload).where(
+            Upload.campaign_id == campaign.id, Upload.target == target, Upload.sha256 == digest
+        )
     )
     if previous is not None:
         return previous, True, None
@@ -631,6 +643,7 @@ def _preview(
     upload = Upload(
         campaign_id=campaign.id,
         batch_id=batch.id if batch else None,
+        target=target,
         sha256=digest,
         filename=filename,
         rows=plan.rows,
@@ -644,6 +657,15 @@ def _preview(
     session.add(upload)
     session.flush()
     return upload, False, plan
+
+
+def _forget_old_previews(session: Session, settings: Settings) -> None:
+    """Previews never committed are deleted ``preview_ttl_h`` hours after they were made (their
+    bytes with them): a preview is a question to the lab, not storage."""
+    cutoff = utcnow() - timedelta(hours=settings.preview_ttl_h)
+    session.execute(
+        delete(Upload).where(Upload.status == UploadStatus.PREVIEWED, Upload.created_at < cutoff)
+    )
 
 
 def preview(
@@ -818,18 +840,10 @@ def list_(
     session: Session, campaign: Campaign, *, cursor: int | None, limit: int
 ) -> tuple[list[Upload], int | None]:
     """Newest first; the cursor is the last upload id seen."""
-    q = (
-        select(Upload)
-        .where(Upload.campaign_id == campaign.id)
-        .order_by(Upload.id.desc())
-        .limit(limit + 1)
+    query = select(Upload).where(Upload.campaign_id == campaign.id)
+    return paging.keyset(
+        session, query, Upload.id, cursor=cursor, limit=limit, newest_first=True
     )
-    if cursor is not None:
-        q = q.where(Upload.id < cursor)
-    rows = list(session.scalars(q))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
 
 
 def remaining_in_batch(session: Session, batch_id: int) -> int:

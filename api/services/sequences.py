@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.csvio import write_rows
 from api.models import Batch, Campaign, Candidate, Measurement, Sequence
 from api.schemas.sequences import SequenceRead
+from api.services import paging
 
 EXPORT_COLUMNS = [
     "sequence_id", "status", "sequence", "score", "feasible", "round", "candidate_id", "batch_id",
@@ -24,21 +25,16 @@ def page(session: Session, campaign: Campaign, *, cursor: int | None, limit: int
         .join(Sequence, Sequence.id == Measurement.sequence_id)
         .outerjoin(Batch, Batch.id == Measurement.batch_id)
         .where(Measurement.campaign_id == campaign.id, Measurement.superseded_at.is_(None))
-        .order_by(Measurement.id)
-        .limit(limit + 1)
     )
-    if cursor is not None:
-        q = q.where(Measurement.id > cursor)
-    rows = session.execute(q).tuples().all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = paging.keyset(session, q, Measurement.id, cursor=cursor, limit=limit,
+                                      newest_first=False, key_of=lambda row: int(row[0].id))
     items = [
         SequenceRead(sequence_id=m.sequence_id, sequence=text, score=m.value, feasible=m.feasible,
                      source=m.source, round=rnd, candidate_id=m.candidate_id, batch_id=m.batch_id,
                      created_at=m.created_at)
         for m, text, rnd in rows
     ]
-    return items, (rows[-1][0].id if more and rows else None)
+    return items, next_cursor
 
 
 EXPORT_PAGE = 2000  # sequences per short read transaction of an export

@@ -95,7 +95,3 @@ def lab_of(session: Session, api_key_id: int) -> Lab | None:
     """The lab of a logged-in session's key, or None once the key is revoked."""
     return session.scalar(select(Lab).join(ApiKey, ApiKey.lab_id == Lab.id)
                           .where(ApiKey.id == api_key_id, ApiKey.revoked_at.is_(None)))
-
-
-def lab_id(lab: Any) -> int | None:
-    return getattr(lab, "id", None)

@@ -26,17 +26,15 @@ from api.services import metrics as metrics_service
 # --- campaigns of a lab -------------------------------------------------------------------
 
 
-def campaigns_of(session: Session, lab_id: int | None, limit: int = 200) -> list[Campaign]:
-    """The lab's campaigns, newest first (all of them while the service has no labs)."""
-    kw = {"lab_id": lab_id} if lab_id is not None else {}
-    rows, _ = campaign_service.list_(session, cursor=None, limit=limit, **kw)
+def campaigns_of(session: Session, lab_id: int, limit: int = 200) -> list[Campaign]:
+    """The lab's campaigns, newest first."""
+    rows, _ = campaign_service.list_(session, lab_id=lab_id, cursor=None, limit=limit)
     return rows
 
 
-def campaign_of(session: Session, lab_id: int | None, campaign_id: int, *, lock: bool = False) -> Campaign:
+def campaign_of(session: Session, lab_id: int, campaign_id: int, *, lock: bool = False) -> Campaign:
     """The lab's campaign; another lab's is "does not exist", as in the API."""
-    kw = {"lab_id": lab_id} if lab_id is not None else {}
-    return campaign_service.get_or_404(session, campaign_id, lock=lock, **kw)
+    return campaign_service.get_or_404(session, campaign_id, lock=lock, lab_id=lab_id)
 
 
 @dataclass
@@ -283,8 +281,8 @@ def _data_rows(data: bytes) -> int:
     return max(0, len(lines) - 1)
 
 
-def preview_upload(session: Session, lab_id: int | None, campaign_id: int, batch_id: int | None,
-                   data: bytes, filename: str, settings: Settings, key_id: int | None = None) -> Preview:
+def preview_upload(session: Session, lab_id: int, campaign_id: int, batch_id: int | None,
+                   data: bytes, filename: str, settings: Settings, key_id: int) -> Preview:
     """Validate the whole file (``POST /campaigns/{id}/uploads``): no measurement is stored, only
     the previewed upload with its report."""
     try:
@@ -310,7 +308,7 @@ class Committed:
     already_committed: bool
 
 
-def commit_upload(session: Session, lab_id: int | None, campaign_id: int, upload_id: int,
+def commit_upload(session: Session, lab_id: int, campaign_id: int, upload_id: int,
                   settings: Settings, skip_rejected: bool = False) -> Committed:
     """Store a previewed upload's accepted rows (``POST .../uploads/{id}/commit``), all or none."""
     campaign = campaign_of(session, lab_id, campaign_id, lock=True)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from api import notation
 from api.csvio import write_rows
+from api.db import end_transaction
 from api.errors import LlomeError
 from api.models import TERMINAL_CAMPAIGN, CampaignStatus
 from api.services import batches as batch_service
@@ -77,25 +78,20 @@ class Ctx:
         self.ui = auth.current(request)
         if self.ui is None or self.ui.api_key_id is None:
             raise LoginRequired()
+        self.key_id: int = self.ui.api_key_id
         self.db = _db(request)
-        self.lab = auth.lab_of(self.db, self.ui.api_key_id)
+        self.lab = auth.lab_of(self.db, self.key_id)
         if self.lab is None:  # the key was revoked since login
             self.db.close()
             auth.store(request).drop(request.cookies.get(auth.COOKIE))
             raise LoginRequired()
-        self.lab_id = auth.lab_id(self.lab)
+        self.lab_id: int = self.lab.id
 
     def __enter__(self) -> "Ctx":
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        try:
-            if exc_type is None:
-                self.db.commit()
-            else:
-                self.db.rollback()
-        finally:
-            self.db.close()
+        end_transaction(self.db, succeeded=exc_type is None)
 
     def check_csrf(self, token: str | None) -> None:
         if not auth.csrf_ok(self.ui, token):
@@ -195,10 +191,7 @@ async def create_campaign(request: Request) -> Response:
             by_input, other = data.errors_by_input(errors)
             by_input.update(pre_errors)
             return _list_page(ctx, form, by_input, other, status_code=422)
-        create_kwargs: dict[str, Any] = {"data": spec}
-        if ctx.lab_id is not None:
-            create_kwargs["lab_id"] = ctx.lab_id
-        campaign = campaign_service.create(ctx.db, **create_kwargs)
+        campaign = campaign_service.create(ctx.db, data=spec, lab_id=ctx.lab_id)
         cid = campaign.id
     return RedirectResponse(f"/ui/campaigns/{cid}?msg=" + quote(f"campaign {cid} created"),
                             status_code=303)
@@ -340,7 +333,7 @@ def upload_preview(request: Request, campaign_id: int, csrf: str = Form(""),
         batch_id = int(target) if target.isdigit() else None
         assert ctx.ui is not None
         preview = data.preview_upload(ctx.db, ctx.lab_id, campaign_id, batch_id, raw,
-                                      file.filename or "upload.csv", settings, key_id=ctx.ui.api_key_id)
+                                      file.filename or "upload.csv", settings, key_id=ctx.key_id)
         ctx.db.commit()  # the previewed upload is kept: the commit button names it
         return _campaign_page(ctx, campaign_id, preview=preview)
 
