@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
     data_dir: Path = Field(Path(".llome/data"), validation_alias=_env("DATA_DIR"))
 
-    # Uploads: a clear 413 above these (issue 5 makes them per-lab).
+    # Uploads: a clear 413 above these (one limit for every lab).
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_rows: int = 200_000
     # Requests a second per API key (a token bucket per web process; 0 turns it off).

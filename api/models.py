@@ -69,7 +69,7 @@ class BatchStatus(StrEnum):
 
 
 class CandidateStatus(StrEnum):
-    """A candidate as a molecule in the lab (issue 8); see ``CANDIDATE_MOVES``."""
+    """A candidate as a molecule in the lab; see ``CANDIDATE_MOVES``."""
 
     PROPOSED = "proposed"
     RELEASED = "released"  # its batch was downloaded for the lab or marked ordered
@@ -248,7 +248,7 @@ class Upload(Base):
     filename: Mapped[str | None] = mapped_column(Text)
     rows: Mapped[int] = mapped_column(Integer)
     new_measurements: Mapped[int] = mapped_column(Integer)
-    # Issue 8: previewed, then committed; the bytes are kept so the commit validates again
+    # Previewed, then committed; the bytes are kept so the commit validates again
     # against the rows stored by then; ``report`` is the latest validation (and the rows skipped).
     status: Mapped[str] = mapped_column(String(16), default=UploadStatus.COMMITTED)
     kind: Mapped[str] = mapped_column(String(16), default="measurements")  # or "results"
@@ -299,7 +299,7 @@ class Candidate(Base):
     refinement_step: Mapped[int | None] = mapped_column(Integer)
     temperature: Mapped[float | None] = mapped_column(Float)
     log_likelihood: Mapped[float | None] = mapped_column(Float)
-    # Lineage of issue 8, stored when the candidate is made and never recomputed.
+    # Lineage, stored when the candidate is made and never recomputed.
     objective: Mapped[str | None] = mapped_column(String(32))
     checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     mutations: Mapped[str | None] = mapped_column(Text)  # vs parent, ProteinGym notation

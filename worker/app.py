@@ -129,6 +129,9 @@ def worker_main(argv: list[str]) -> int:
     return 0
 
 
+app: Any  # declared for type checkers; made by __getattr__ on first use
+
+
 def __getattr__(name: str) -> Any:
     # `celery -A worker.app worker` looks for `app`; build it only when asked.
     if name == "app":

@@ -21,9 +21,9 @@ from api.models import (
     Round,
     Sequence,
 )
+from api.notation import mutations
 from api.schemas.campaigns import CampaignCreate
 from api.services import campaigns as campaign_service
-from api.notation import mutations
 from llome_core.optimizer import Candidate as CoreCandidate
 from llome_core.optimizer import Key, Labelled
 from llome_core.sequences import Alphabet

@@ -164,7 +164,8 @@ def _seed(view: CampaignView) -> Compute:
 
     def compute(reporter: DbReporter) -> Writer:
         f = Ehrlich.from_config(oracle.to_config())
-        result = run_ga(f, GAConfig(**oracle.seeding.model_dump()), reporter=reporter)
+        seeding: Any = oracle.seeding  # a model made from GAConfig
+        result = run_ga(f, GAConfig(**seeding.model_dump()), reporter=reporter)
         texts = view.alphabet.decode(result.dataset.sequences)
         values = result.dataset.values.tolist()
         feasible = result.dataset.feasible.tolist()

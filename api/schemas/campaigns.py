@@ -251,7 +251,8 @@ class CampaignCreate(Strict):
             # The core's defaults that follow the batch size (the replay rule, the refinement
             # budget), resolved and stored in the spec, so GET /campaigns/{id} shows the values
             # in force.
-            train, gen = self.optimizer.train, self.optimizer.generate
+            train: Any = self.optimizer.train  # models made from the core's dataclasses
+            gen: Any = self.optimizer.generate
             if train.replay_fraction is None:
                 train.replay_fraction = default_replay_fraction(self.batch_size)
             if gen.num_seeds is None or gen.samples_per_step is None:

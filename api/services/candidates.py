@@ -1,4 +1,4 @@
-"""Candidates as molecules in a lab (issue 8): lab states with enforced moves, release and
+"""Candidates as molecules in a lab: lab states with enforced moves, release and
 withdraw, expiry after the campaign's ``label_ttl``, lineage, and the batch as lab-ready files.
 
 A batch waits while any of its candidates is pending (``proposed``, ``released``,
