@@ -81,11 +81,6 @@ class Alphabet:
         return ["".join(self.letters[s] for s in row) for row in x.tolist()]
 
 
-def hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Normalized Hamming distance between matching rows of two ``(n, L)`` tensors."""
-    return (a != b).float().mean(dim=-1)
-
-
 def pairwise_hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``(n, m)`` matrix of mismatch counts between rows of ``a`` (n, L) and ``b`` (m, L)."""
     import torch
