@@ -157,7 +157,7 @@ OracleParams = Annotated[EhrlichParams | WetlabParams, Field(discriminator="kind
 
 
 class Composition(Strict):
-    """Batch composition controls (issue 8); what they remove is recorded in the round's
+    """Batch composition controls; what they remove is recorded in the round's
     ``proposal`` metrics under ``composition``."""
 
     min_hamming: int = Field(0, ge=0, description="least number of differing positions between any "
