@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from llome_core import metrics
@@ -445,10 +446,7 @@ class GeneticOptimizer:
 
     def known(self) -> set[Key]:
         """Every labelled or dropped sequence and every particle waiting for its label."""
-        out = {
-            tuple(int(x) for x in torch.frombuffer(bytearray(k), dtype=torch.int64))
-            for k in self._order
-        }
+        out = {tuple(r) for r in _rows(self._order, self.dim).tolist()}
         return out | {tuple(row) for row, _ in self._unlabelled()}
 
     def state(self) -> dict[str, Any]:
@@ -557,4 +555,4 @@ def _rows(keys: list[bytes], dim: int) -> torch.Tensor:
     """(n, L) int64 sequences from the byte keys the GA stores its labels under."""
     if not keys:
         return torch.zeros(0, dim, dtype=torch.long)
-    return torch.stack([torch.frombuffer(bytearray(k), dtype=torch.int64) for k in keys])
+    return torch.from_numpy(np.frombuffer(b"".join(keys), dtype=np.int64).reshape(-1, dim).copy())
