@@ -22,6 +22,7 @@ _PUBLIC = {
     "LlomeLoop": "llome_core.loop",
     "LoopConfig": "llome_core.config",
     "ModelConfig": "llome_core.config",
+    "Optimizer": "llome_core.optimizer",
     "Proposal": "llome_core.optimizer",
     "TrainConfig": "llome_core.config",
     "parse_schedule": "llome_core.config",
