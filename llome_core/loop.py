@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +130,15 @@ class LlomeLoop:
         d: dict[str, Any],
         workdir: str | Path,
         feasible: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        device: str | None = None,
     ) -> LlomeLoop:
+        """The loop whose ``state()`` is ``d``; ``device``: run there instead of the state's (a
+        campaign may move between workers)."""
+        config = LoopConfig.from_dict(d["config"])
+        if device is not None:
+            config = replace(config, device=device)
         loop = cls(
-            LoopConfig.from_dict(d["config"]),
+            config,
             num_states=int(d["num_states"]),
             dim=int(d["dim"]),
             workdir=workdir,

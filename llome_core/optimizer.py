@@ -202,6 +202,4 @@ def from_state(
 
     if workdir is None:
         raise ValueError("resuming a LLOME loop needs its workdir (checkpoints are written there)")
-    if device is not None:
-        d = {**d, "config": {**d["config"], "device": device}}
-    return LlomeLoop.from_state(d, workdir, feasible=feasible)
+    return LlomeLoop.from_state(d, workdir, feasible=feasible, device=device)

@@ -117,8 +117,7 @@ def _loop(
             workdir=workdir,
             feasible=_feasible(view),
         )
-    state = {**state, "config": {**state["config"], "device": rt.device}}
-    return LlomeLoop.from_state(state, workdir, feasible=_feasible(view))
+    return LlomeLoop.from_state(state, workdir, feasible=_feasible(view), device=rt.device)
 
 
 def _optimizer(
