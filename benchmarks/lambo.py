@@ -68,6 +68,7 @@ WORKER = Path(__file__).resolve().parent / "lambo_worker.py"
 VENV_SCRIPT = REPO / "scripts" / "lambo_venv.sh"
 DEFAULT_RESULTS = REPO / "docs" / "paper" / "results.csv"
 DEFAULT_WORKER_LOG = REPO / "bench-out" / "lambo-worker.log"  # git-ignored
+CLAIMS = REPO / "bench-out" / "lambo-claims"  # one lock file per run being made
 
 # Two of the sweep's six that bracket the paper's instance in difficulty, measured with the GA at
 # the same budget (30,000 calls, seeds 0-2; min regret): the paper's 0.875-0.906; q=2 on the same
@@ -127,12 +128,18 @@ PROFILES: dict[str, tuple[str, Lambo2Settings]] = {
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock on ``path``: the lock file ``llome bench paper`` appends under."""
+def _locked(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive flock on ``path`` (the convention ``llome bench paper`` appends under);
+    yields False at once when not blocking and another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -568,47 +575,68 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if "lambo2" not in methods:
                 continue
-            rows = read_rows(out)
-            done = rounds_done(rows, preset, method, seed)
-            solved = any(
-                r.get("min_regret") == 0.0
-                for r in rows
-                if r.get("instance") == preset
-                and r.get("method") == method
-                and r.get("seed") == seed
-            )
-            if args.rounds in done or solved:
-                print(f"{preset} {method} seed {seed}: finished, skipped", flush=True)
-                continue
-            if seed_data is None:
-                seed_data = run_ga(
-                    f,
-                    GAConfig(
-                        num_particles=args.ga_particles, num_steps=args.ga_steps, seed=args.ga_seed
-                    ),
-                ).dataset
-            base = {"instance": preset, "method": method, "seed": seed}
-            for row in run_lambo(
-                f,
-                seed_data,
-                seed_calls,
-                settings,
-                seed,
-                args.rounds,
-                python,
-                args.threads,
-                args.worker_log,
-            ):
-                # an interrupted run is redone from scratch; its finished rounds stay as written
-                if row["round"] not in done:
-                    append_locked([{**base, **row}], out)
-                print(
-                    f"{preset} {method} seed {seed} round {row['round']}: "
-                    f"{row['oracle_calls']} calls, min regret {row['min_regret']:.4f}, "
-                    f"{row['seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU",
-                    flush=True,
-                )
+            claim = CLAIMS / f"{out.name}-{preset}-{method}-seed{seed}.claim"
+            with _locked(claim, blocking=False) as mine:
+                if not mine:  # several `llome bench lambo` may share one plan and one file
+                    print(f"{preset} {method} seed {seed}: run by another process, skipped")
+                    continue
+                if seed_data is None:
+                    seed_data = run_ga(
+                        f,
+                        GAConfig(
+                            num_particles=args.ga_particles,
+                            num_steps=args.ga_steps,
+                            seed=args.ga_seed,
+                        ),
+                    ).dataset
+                _run_one(args, f, seed_data, seed_calls, settings, preset, method, seed, python)
     return 0
+
+
+def _run_one(
+    args: argparse.Namespace,
+    f: Any,
+    seed_data: Any,
+    seed_calls: int,
+    settings: Lambo2Settings,
+    preset: str,
+    method: str,
+    seed: int,
+    python: str,
+) -> None:
+    """One (instance, method, seed) run, unless the results file already holds it whole."""
+    out = Path(args.out)
+    rows = read_rows(out)
+    done = rounds_done(rows, preset, method, seed)
+    solved = any(
+        r.get("min_regret") == 0.0
+        for r in rows
+        if r.get("instance") == preset and r.get("method") == method and r.get("seed") == seed
+    )
+    if args.rounds in done or solved:
+        print(f"{preset} {method} seed {seed}: finished, skipped", flush=True)
+        return
+    base = {"instance": preset, "method": method, "seed": seed}
+    for row in run_lambo(
+        f,
+        seed_data,
+        seed_calls,
+        settings,
+        seed,
+        args.rounds,
+        python,
+        args.threads,
+        args.worker_log,
+    ):
+        # an interrupted run is redone from scratch; its finished rounds stay as written
+        if row["round"] not in done:
+            append_locked([{**base, **row}], out)
+        print(
+            f"{preset} {method} seed {seed} round {row['round']}: "
+            f"{row['oracle_calls']} calls, min regret {row['min_regret']:.4f}, "
+            f"{row['seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU",
+            flush=True,
+        )
 
 
 def _parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
