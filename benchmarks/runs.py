@@ -517,6 +517,9 @@ def llome_main(argv: list[str] | None = None) -> int:
     )
 
     def label(x: torch.Tensor) -> Labelled:
+        x = x.reshape(-1, f.dim)  # a round whose every output failed to parse proposes nothing
+        if len(x) == 0:
+            return Labelled(x, torch.zeros(0), torch.zeros(0, dtype=torch.bool))
         values, feasible = f.evaluate(x)
         return Labelled(x, values, feasible)
 

@@ -100,3 +100,60 @@ def test_append_rows_writes_the_header_once_and_refuses_another_table(tmp_path) 
         csv.writer(fh).writerow(["method", "seed"])
     with pytest.raises(ValueError, match="columns"):
         append_rows([{"method": "ga"}], other)
+
+
+def test_a_bench_run_with_every_switch_names_them_in_its_rows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks.runs import llome_main
+
+    argv = [
+        "--preset",
+        "ehr_v-8_l-008_m-2_c-2_q-2",
+        "--ehrlich-seed",
+        "3",
+        "--objective",
+        "sft",
+        "--rounds",
+        "1",
+        "--budget",
+        "8",
+        "--seeds",
+        "1",
+        "--ga-particles",
+        "40",
+        "--ga-steps",
+        "2",
+        "--ga-mutation-prob",
+        "0.05",
+        "--hidden-size",
+        "32",
+        "--num-layers",
+        "1",
+        "--num-heads",
+        "2",
+        "--first-round-epochs",
+        "1",
+        "--refine-steps",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--decoding",
+        "free",
+        "--same-learning-rate",
+        "1e-3",
+        "--checkpoint-fallback",
+        "start",
+        "--out",
+        str(tmp_path),
+    ]
+    assert llome_main(argv) == 0
+    rows = read_csv(tmp_path / "results.csv")
+    llome = [r for r in rows if r["method"] != "ga"]
+    assert {r["method"] for r in llome} == {"sft-free-lr1e-3"}
+    assert (llome[0]["round"], llome[0]["oracle_calls"]) == (0, 80)  # 2 steps x 40
+    last = llome[-1]
+    assert last["decoding"] == "free" and last["learning_rate"] == 1e-3
+    assert last["objective"] == "sft" and 0.0 <= last["parse_fail_frac"] <= 1.0
+    ga = [r for r in rows if r["method"] == "ga"]
+    assert ga[-1]["oracle_calls"] == last["oracle_calls"] - last["oracle_calls"] % 40
