@@ -313,14 +313,17 @@ class Batch:
         )
 
     def to_frame(self) -> pd.DataFrame:
-        """``candidate_id, sequence, mutant, score, status`` then the lineage columns; ``mutant``
+        """``candidate_id, sequence, mutant, score, status`` as the results template has them
+        (fill in score, and status for a failure; send it back with ``upload_results``), then
+        ``lab_status`` (proposed, released, measured, ...) and the lineage columns. ``mutant``
         (against the reference, else the parent) is filled for candidates still in the lab."""
+        first = ["candidate_id", "sequence", "mutant", "score", "status"]
         frame = pd.DataFrame([c.model_dump() for c in self.read.candidates])
         if frame.empty:
-            return pd.DataFrame(columns=["candidate_id", "sequence", "mutant", "score", "status"])
-        mutants = self.template()[["candidate_id", "mutant"]]
-        frame = frame.merge(mutants, on="candidate_id", how="left")
-        first = ["candidate_id", "sequence", "mutant", "score", "status"]
+            return pd.DataFrame(columns=first)
+        frame = frame.rename(columns={"status": "lab_status"})
+        template = self.template()[["candidate_id", "mutant", "status"]]
+        frame = frame.merge(template, on="candidate_id", how="left")
         return frame[first + [c for c in frame.columns if c not in first]]
 
 
