@@ -363,14 +363,15 @@ def markdown_table(
     instances: list[str],
     checkpoints: tuple[int, ...] = (10_000, 20_000, 30_000),
 ) -> str:
-    """Min regret (mean over seeds, with min-max) at each checkpoint of oracle calls, and the
-    cost per call (wall and CPU seconds / optimizer calls beyond the seed data), per method."""
+    """Min regret (mean over seeds, with min-max) at each checkpoint of oracle calls, each seed's
+    latest row (a run in progress shows how far it got), and the cost per call (wall and CPU
+    seconds / the optimizer's own calls, seed data excluded), per method."""
     head = (
         "| instance | method | seeds | "
         + " | ".join(f"min regret @ {c // 1000}K" for c in checkpoints)
-        + " | s / call (wall) | s / call (CPU) |"
+        + " | latest per seed: calls, min regret | s / call (wall) | s / call (CPU) |"
     )
-    lines = [head, "|" + "---|" * (5 + len(checkpoints))]
+    lines = [head, "|" + "---|" * (6 + len(checkpoints))]
     for instance in instances:
         methods = sorted({r["method"] for r in rows if r.get("instance") == instance})
         for method in methods:
@@ -408,8 +409,14 @@ def markdown_table(
                     cpu += (r.get("cpu_seconds") or 0.0) / optimizer_calls
                     n += 1
             cost = f"{wall / n:.2g} | {cpu / n:.2g}" if n else "- | -"
+            latest = "; ".join(
+                f"{final[seed]['oracle_calls']:,}: {final[seed]['min_regret']:.3f}"
+                for seed in sorted(final)
+            )
             lines.append(
-                f"| `{instance}` | {method} | {len(final)} | " + " | ".join(cells) + f" | {cost} |"
+                f"| `{instance}` | {method} | {len(final)} | "
+                + " | ".join(cells)
+                + f" | {latest} | {cost} |"
             )
     return "\n".join(lines)
 
