@@ -509,6 +509,98 @@ def plot_all(results: Path, out: Path, instance: str = PAPER_PRESET) -> list[Pat
     return paths
 
 
+# ---------------------------------------------------------------------------- summary
+
+SUMMARY_CALLS = (10_000, 20_000, 30_000)
+
+
+def _at(rows: list[dict[str, Any]], calls: int) -> float | None:
+    """Min regret of one run at ``calls`` oracle calls (its last row at or below), if reached."""
+    below = [r for r in rows if r["oracle_calls"] <= calls]
+    if not below or max(r["oracle_calls"] for r in rows) < calls:
+        return None
+    return float(min(below, key=lambda r: -r["oracle_calls"])["min_regret"])
+
+
+def _spread(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def summary(results: Path, instance: str = PAPER_PRESET) -> str:
+    """The figures the README's claims table cites, as Markdown, from the results file and its
+    side tables: per method, min regret at 10K/20K/30K calls (mean over finished seeds, min-max),
+    calls to regret 0, feasible and unique % of proposals, edits past 0.3 that were feasible,
+    regret of the proposals the model was surest of, and cost per call."""
+    rows = (
+        [r for r in read_csv(results) if r.get("instance") == instance] if results.exists() else []
+    )
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        runs[str(r["method"])][int(r["seed"])].append(r)
+    edits: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    path = results.with_name("edit_feasibility.csv")
+    if path.exists():
+        with path.open() as fh:
+            for e in csv.DictReader(fh):
+                if e["instance"] == instance and float(e["distance_low"]) >= 0.3:
+                    edits[e["method"]][0] += float(e["count"])
+                    edits[e["method"]][1] += float(e["count"]) * float(e["feasible"])
+    sure: dict[str, list[float]] = defaultdict(list)
+    path = results.with_name("calibration.csv")
+    if path.exists():
+        with path.open() as fh:
+            for c in csv.DictReader(fh):
+                likely = (
+                    c["mean_log_likelihood"] and math.exp(float(c["mean_log_likelihood"])) > 0.7
+                )
+                if c["instance"] == instance and likely:
+                    sure[c["method"]].append(1 - float(c["mean_value"]))
+    head = [
+        "method",
+        "seeds (finished)",
+        *(f"min regret @{c // 1000}K" for c in SUMMARY_CALLS),
+        "calls to regret 0",
+        "feasible %",
+        "unique %",
+        "feasible % of edits >= 0.3",
+        "mean regret, likelihood > 0.7",
+        "wall s / call",
+        "CPU s / call",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in sorted(runs, key=lambda m: (m != "ga", m)):
+        seeds = runs[method]
+        finished = [s for s, rs in seeds.items() if max(r["oracle_calls"] for r in rs) >= 30_000]
+        cells = [method, f"{len(seeds)} ({len(finished)})"]
+        for c in SUMMARY_CALLS:
+            cells.append(_spread([v for rs in seeds.values() if (v := _at(rs, c)) is not None]))
+        zero = [
+            min(r["oracle_calls"] for r in rs if r["min_regret"] <= 0)
+            for rs in seeds.values()
+            if any(r["min_regret"] <= 0 for r in rs)
+        ]
+        cells.append(", ".join(str(z) for z in sorted(zero)) if zero else "not reached")
+        proposals = [r for rs in seeds.values() for r in rs if int(r["round"]) > 0]
+        for key in ("feasible_frac", "unique_frac"):
+            vals = [100 * float(r[key]) for r in proposals if r.get(key) is not None]
+            cells.append(_spread(vals, 1))
+        n, ok = edits.get(method, (0.0, 0.0))
+        cells.append(f"{100 * ok / n:.1f} of {int(n)}" if n else "-")
+        cells.append(_spread(sure.get(method, [])))
+        last = [max(rs, key=lambda r: r["oracle_calls"]) for rs in seeds.values()]
+        spent = [r for r in last if r.get("seconds") is not None]
+        calls = sum(r["oracle_calls"] for r in spent) or 1
+        cells.append(f"{sum(r['seconds'] for r in spent) / calls:.2g}" if spent else "-")
+        cells.append(f"{sum(r['cpu_seconds'] or 0 for r in spent) / calls:.2g}" if spent else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- command line
 
 
@@ -550,11 +642,19 @@ def main(argv: list[str] | None = None) -> int:
         "command again to go on)",
     )
     parser.add_argument("--plot", action="store_true", help="only redraw the plots")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="only print the figures of the README's claims table (Markdown)",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
     results = Path(args.results)
     plots = results.parent
+    if args.summary:
+        print(summary(results, args.preset))
+        return 0
     if args.plot:
         for p in plot_all(results, plots, args.preset):
             print(f"wrote {p}")

@@ -158,3 +158,31 @@ def test_an_interrupted_llome_run_resumes_from_its_last_round(tmp_path: Path) ->
     assert rows[0]["oracle_calls"] == 10_000  # GA seed data: 10 steps x 1000 particles
     assert all(0 < b["oracle_calls"] - a["oracle_calls"] <= 16 for a, b in itertools.pairwise(rows))
     assert json.loads(run.state_path.read_text())["done"]
+
+
+def test_the_summary_reports_each_method_at_the_budgets_it_reached(tmp_path: Path) -> None:
+    results = tmp_path / "results.csv"
+    paper.main(
+        [
+            "--methods",
+            "ga",
+            "--seeds",
+            "0,1",
+            "--preset",
+            TINY,
+            "--rounds",
+            "10",
+            "--budget",
+            "2000",
+            "--results",
+            str(results),
+            "--workdir",
+            str(tmp_path / "w"),
+        ]
+    )
+    table = paper.summary(results, TINY)
+    ga_line = next(line for line in table.splitlines() if line.startswith("| ga |"))
+    cells = [c.strip() for c in ga_line.strip("|").split("|")]
+    assert cells[1] == "2 (2)"  # two seeds, both at 30,000 calls
+    at_30k = [r["min_regret"] for r in read_csv(results) if r["oracle_calls"] == 30_000]
+    assert cells[4].startswith(f"{sum(at_30k) / 2:.3f}")
