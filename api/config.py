@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # Uploads: a clear 413 above these (one limit for every lab).
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_rows: int = 200_000
+    # A previewed upload never committed is deleted this long after it was made (bytes and all).
+    preview_ttl_h: float = 7 * 24.0
     # Requests a second per API key (a token bucket per web process; 0 turns it off).
     rate_limit_per_s: float = 100.0
     rate_limit_burst: float = 300.0

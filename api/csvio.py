@@ -38,34 +38,89 @@ class CsvTable:
     rows: list[tuple[int, dict[str, str]]]  # (spreadsheet row number, cells by column)
 
 
-def raise_if_errors(errors: list[CsvError], what: str) -> None:
+class UnreadableFile(InvalidUpload):
+    """No table can be read from the file at all (empty, binary, an unknown encoding): refused
+    at preview, its bytes not kept."""
+
+
+def raise_if_errors(errors: list[CsvError], what: str,
+                    error: type[InvalidUpload] = InvalidUpload) -> None:
     if errors:
         shown = errors[:MAX_ERRORS]
         more = f" (showing the first {MAX_ERRORS} of {len(errors)})" if len(errors) > MAX_ERRORS else ""
         first = shown[0]
         where = f"row {first.row}" if first.row is not None else "file"
-        raise InvalidUpload(
+        raise error(
             f"{what}: {len(errors)} problem(s){more}; first: {where}: {first.reason}. "
             "Nothing was stored.",
             errors=[e.as_dict() for e in shown],
         )
 
 
+DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
+DECIMAL_COMMA = re.compile(r"[+-]?[0-9]+,[0-9]+")
+
+
+def decode_text(data: bytes, what: str) -> str:
+    """The file's text: UTF-8 (BOM or not) or UTF-16 with a BOM (or plainly UTF-16 text)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise_if_errors([CsvError(None, None, f"the file starts as UTF-16 but is not UTF-16 "
+                                      f"text (byte {exc.start})")], what, UnreadableFile)
+    # UTF-16 without a BOM: every other byte of ASCII text is zero.
+    head = data[:4096]
+    for encoding, zeros in (("utf-16-le", head[1::2]), ("utf-16-be", head[0::2])):
+        if len(data) % 2 == 0 and zeros and zeros.count(0) > 0.9 * len(zeros):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError:
+                break
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        binary = head.count(0) > 0
+        raise_if_errors([CsvError(None, None, (
+            "the file is binary, not a CSV table (a spreadsheet? save it as CSV UTF-8)" if binary
+            else f"the file is not UTF-8 or UTF-16 text (byte {exc.start} is {data[exc.start]:#04x}"
+                 "; save it as CSV UTF-8)"))], what, UnreadableFile)
+    if "\x00" in text[:4096]:
+        raise_if_errors([CsvError(None, None, "the file is binary, not a CSV table (a "
+                                  "spreadsheet? save it as CSV UTF-8)")], what, UnreadableFile)
+    return text
+
+
+def _delimiter(text: str, allowed: set[str]) -> str:
+    """The separator that makes the header a row of known columns (comma when none does)."""
+    first = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
+    best, known = ",", -1
+    for delimiter in DELIMITERS:
+        cells = next(csv.reader([first], delimiter=delimiter), [])
+        hits = sum(c.strip().lower() in allowed for c in cells)
+        if hits > known:
+            best, known = delimiter, hits
+    return best
+
+
 def read_table(
-    data: bytes, *, allowed: set[str], required: list[set[str]], max_rows: int, what: str
+    data: bytes, *, allowed: set[str], required: list[set[str]], max_rows: int, what: str,
+    numbers: frozenset[str] = frozenset({"score"}),
 ) -> CsvTable:
-    """Parse ``data`` as UTF-8 CSV (BOM accepted) with one header row.
+    """Parse ``data`` as a table with one header row, as spreadsheets save it: UTF-8 (with or
+    without BOM) or UTF-16 (Excel's "Unicode text"), separated by commas, semicolons or tabs (the
+    one that makes the header known columns); with semicolons or tabs, ``numbers`` columns may
+    use a decimal comma. A file that is none of these is an error that names what was seen.
 
     ``allowed``: the known columns (matched case-insensitively); ``required``: groups of which at
     least one column must be present (e.g. ``{"candidate_id", "sequence"}``).
     """
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise_if_errors([CsvError(None, None, f"the file is not UTF-8 text (byte {exc.start})")], what)
+    text = decode_text(data, what)
     if not text.strip():
-        raise_if_errors([CsvError(1, None, "the file is empty: expected a header row and data")], what)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        raise_if_errors([CsvError(1, None, "the file is empty: expected a header row and data")],
+                        what, UnreadableFile)
+    delimiter = _delimiter(text, allowed)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
     errors: list[CsvError] = []
     try:
         header = next(reader)
@@ -76,7 +131,9 @@ def read_table(
         if not col:
             errors.append(CsvError(1, None, f"column {i + 1} has an empty header"))
         elif col not in allowed:
-            errors.append(CsvError(1, col, f"unknown column {col!r}; expected {sorted(allowed)}"))
+            alone = " (separate columns with commas, semicolons or tabs)" if len(columns) == 1 else ""
+            errors.append(CsvError(1, col, f"unknown column {col!r}; expected "
+                                   f"{sorted(allowed)}{alone}"))
         elif columns.index(col) != i:
             errors.append(CsvError(1, col, f"column {col!r} appears twice"))
     for group in required:
@@ -95,7 +152,12 @@ def read_table(
                 errors.append(CsvError(row_no, None,
                                        f"{len(cells)} cells, expected {len(columns)} (one per column)"))
                 continue
-            rows.append((row_no, {c: v.strip() for c, v in zip(columns, cells)}))
+            row = {c: v.strip() for c, v in zip(columns, cells)}
+            if delimiter != ",":
+                for c in numbers & row.keys():
+                    if DECIMAL_COMMA.fullmatch(row[c]):
+                        row[c] = row[c].replace(",", ".")
+            rows.append((row_no, row))
             if len(rows) > max_rows:
                 # 413 at once: a file over the limit is refused whole, without reading the rest.
                 raise PayloadTooLarge(

@@ -236,14 +236,18 @@ class Sequence(Base):
 
 
 class Upload(Base):
-    """One uploaded file; its SHA-256 recognises a second upload of the same bytes."""
+    """One uploaded file; its SHA-256 recognises a second upload of the same bytes to the same
+    target (the same file sent as seed data and then as a batch's results is two uploads)."""
 
     __tablename__ = "upload"
-    __table_args__ = (UniqueConstraint("campaign_id", "sha256"), _check_in("status", UploadStatus))
+    __table_args__ = (UniqueConstraint("campaign_id", "target", "sha256"),
+                      _check_in("status", UploadStatus))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"))
+    # What the file is for: "seed" (measurements) or "batch <id>" (its results); see upload_target.
+    target: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64))
     filename: Mapped[str | None] = mapped_column(Text)
     rows: Mapped[int] = mapped_column(Integer)

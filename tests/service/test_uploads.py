@@ -152,7 +152,8 @@ def test_headers_are_case_insensitive_a_bom_is_accepted_and_infeasible_is_a_stat
 
 BAD_MEASUREMENTS = [
     pytest.param(b"", 1, None, "empty", id="empty-file"),
-    pytest.param(b"\xff\xfe\x00junk", None, None, "UTF-8", id="not-utf8"),
+    pytest.param(b"\xff\xfe\x00junk", None, None, "not UTF-16", id="not-utf16"),
+    pytest.param(b"sequence,score\n\xc4CDEFG,1\n", None, None, "not UTF-8", id="not-utf8"),
     pytest.param(b"sequence\nACDEFG\n", 1, None, "missing column score", id="missing-score-column"),
     pytest.param(b"sequence,score,color\nACDEFG,1,red\n", 1, "color", "unknown column", id="unknown-column"),
     pytest.param(b"sequence,score\nACDEFG,1,extra\n", 2, None, "3 cells, expected 2", id="ragged-row"),
