@@ -7,17 +7,22 @@ outcome is written under the row's lock (a duplicate task finds it delivered and
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import select
 
-from api.db import session_scope
+from api.db import session_scope, utcnow
 from api.models import Campaign, Notification, NotificationStatus
 from api.services import notifications as service
+from api.services.jobs import TaskName, enqueue_after_commit
 from worker.runtime import Runtime
 
 log = logging.getLogger("llome.notify")
 TIMEOUT_S = 10.0  # a receiver that has not answered by then counts as a failed attempt
+# A pending delivery this long past its due time lost its message (a broker restart, a worker
+# that died holding the countdown): the recovery sweep sends it again.
+OVERDUE_S = 120.0
 
 
 def deliver(rt: Runtime, notification_id: int) -> float | None:
@@ -55,3 +60,17 @@ def deliver(rt: Runtime, notification_id: int) -> float | None:
         log.info("notification %s (%s): attempt failed (%s); next in %.0f s", notification_id,
                  url, error, delay)
     return delay
+
+
+def resend_overdue(rt: Runtime, *, everything: bool = False) -> int:
+    """Send again the pending deliveries whose message is presumed lost (``everything``: all
+    pending ones, after the in-memory broker restarted empty); returns how many."""
+    cutoff = utcnow() - timedelta(seconds=OVERDUE_S)
+    with session_scope(rt.session_factory) as session:
+        q = select(Notification.id).where(Notification.status == NotificationStatus.PENDING)
+        if not everything:
+            q = q.where(Notification.next_attempt_at < cutoff)
+        ids = list(session.scalars(q.order_by(Notification.id)))
+        for nid in ids:
+            enqueue_after_commit(session, TaskName.NOTIFY, nid)
+    return len(ids)

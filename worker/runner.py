@@ -19,7 +19,7 @@ from api.services import campaigns as campaign_service
 from api.services import jobs
 from api.services.candidates import expire_overdue
 from llome_core.progress import Cancelled
-from worker import steps
+from worker import notify, steps
 from worker.accounting import StepClock, StepCost
 from worker.reporting import DbReporter, Heartbeat
 from worker.rows import CampaignView
@@ -163,4 +163,8 @@ def recover(rt: Runtime, *, resend_queued: bool = False) -> int:
                 )
         except Exception:
             log.warning("recovery of campaign %s failed; next sweep retries", cid, exc_info=True)
+    try:
+        notify.resend_overdue(rt, everything=resend_queued)
+    except Exception:
+        log.warning("recovery of webhook deliveries failed; next sweep retries", exc_info=True)
     return len(ids)

@@ -195,7 +195,7 @@ def read(data: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
     return manifest, files
 
 
-def import_(session: Session, data: bytes, *, lab_id: int | None, settings: Settings) -> Campaign:
+def import_(session: Session, data: bytes, *, lab_id: int, settings: Settings) -> Campaign:
     """A new campaign of ``lab_id`` with the bundle's content; its jobs that were waiting are
     sent again."""
     manifest, files = read(data)

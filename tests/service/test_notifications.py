@@ -207,3 +207,31 @@ def test_the_embedded_worker_delivers_and_retries(receiver, tmp_path: Path) -> N
             assert len(receiver.calls) == 2 and receiver.calls[0][1] == receiver.calls[1][1]
     finally:
         live.stop()
+
+
+def test_the_recovery_sweep_resends_a_delivery_whose_message_was_lost(
+        client, runtime, publisher, receiver, session_factory) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from api.db import session_scope, utcnow
+    from api.models import Notification
+    from worker import runner
+
+    cid = create(client, receiver, notify_events=["batch_ready"])["id"]
+    receiver.answers = [500]
+    assert upload(client, cid, csv_bytes("sequence,score", seed_rows())).status_code == 201
+    drain(runtime, publisher)  # the first attempt fails; its retry message is then lost
+    [note] = notifications(client, cid)
+    assert note["status"] == "pending"
+    runner.recover(runtime)
+    assert "llome.deliver_notification" not in publisher.names()  # not overdue yet
+    with session_scope(session_factory) as s:
+        s.execute(update(Notification).where(Notification.id == note["id"])
+                  .values(next_attempt_at=utcnow() - timedelta(minutes=10)))
+    runner.recover(runtime)
+    assert ("llome.deliver_notification", (note["id"],)) in publisher.sent
+    drain(runtime, publisher)
+    [note] = notifications(client, cid)
+    assert note["status"] == "delivered" and note["attempts"] == 2
