@@ -33,6 +33,7 @@ from api.routes import (
     models,
     notifications,
     operation_id,
+    twins,
     uploads,
 )
 from api.services.jobs import CeleryPublisher, Publisher, make_celery
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
     app.add_middleware(Gate, settings=settings)
 
     for module in (health, bundles, campaigns, measurements, batches, uploads, candidates, history,
-                   models, notifications):
+                   models, notifications, twins):
         app.include_router(module.router)
     from api.ui import install as install_ui
 

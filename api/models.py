@@ -200,6 +200,9 @@ class Campaign(Base):
     stop_reason: Mapped[str | None] = mapped_column(Text)  # the stop rule that completed it
     # The HMAC key that signs its webhooks (the URL and events are in the spec).
     notify_secret: Mapped[str | None] = mapped_column(String(64))
+    # A synthetic twin names the wet-lab campaign it mirrors.
+    twin_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaign.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

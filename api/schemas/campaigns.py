@@ -329,6 +329,8 @@ class CampaignRead(BaseModel):
     notify_events: list[str] | None = None
     notify_secret: str | None = Field(None, description="the key of the X-Llome-Signature HMAC, "
                                       "in the creation response only")
+    twin_of: int | None = Field(None, description="a synthetic twin: the wet-lab campaign it "
+                                "mirrors (that campaign's GET .../forecast reads it)")
     created_at: datetime
     updated_at: datetime
 

@@ -172,6 +172,7 @@ def to_read(session: Session, campaign: Campaign, *, with_secret: bool = False) 
         notify_url=spec.get("notify_url"),
         notify_events=spec.get("notify_events"),
         notify_secret=campaign.notify_secret if with_secret else None,
+        twin_of=campaign.twin_of_id,
         created_at=campaign.created_at,
         updated_at=campaign.updated_at,
     )

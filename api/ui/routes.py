@@ -25,6 +25,7 @@ from api.models import TERMINAL_CAMPAIGN, CampaignStatus
 from api.services import batches as batch_service
 from api.services import campaigns as campaign_service
 from api.services import metrics as metrics_service
+from api.services import twins
 from api.ui import auth, data
 
 HERE = Path(__file__).resolve().parent.parent
@@ -215,7 +216,8 @@ def _campaign_page(ctx: Ctx, campaign_id: int, preview: data.Preview | None = No
     return ctx.render("campaign.html", status_code=status_code, c=s.read, s=s, metrics=m,
                       batch=batch, mutations=parents, plot_v=data.plot_version(m), preview=preview,
                       msg=_flash(ctx.request), terminal=TERMINAL_CAMPAIGN,
-                      uploads=data.recent_uploads(ctx.db, campaign))
+                      uploads=data.recent_uploads(ctx.db, campaign),
+                      twin=twins.twin_of(ctx.db, campaign))
 
 
 @router.get("/campaigns/{campaign_id}/status.json")
