@@ -167,3 +167,20 @@ def test_free_decoding_runs_the_round_with_the_papers_sampler(ehrlich, seed_data
     x = proposal.sequences
     if len(x):  # free sampling keeps only outputs that parse to a sequence of the right shape
         assert x.shape[1] == DIM and int(x.min()) >= 0 and int(x.max()) < STATES
+
+
+def test_from_state_resumes_either_optimizer_by_its_kind(seed_data, tmp_path):
+    from llome_core.ga import GeneticOptimizer
+    from llome_core.optimizer import from_state
+
+    loop = LlomeLoop(small_config("sft"), num_states=STATES, dim=DIM, workdir=tmp_path)
+    loop.tell(seed_data)
+    again = from_state(json.loads(json.dumps(loop.state())), workdir=tmp_path, device="cpu")
+    assert isinstance(again, LlomeLoop) and again.state() == loop.state()
+    assert again.known() == loop.known()
+    with pytest.raises(ValueError, match="workdir"):
+        from_state(loop.state())
+    ga = GeneticOptimizer(
+        GAConfig(num_particles=20, survival_quantile=0.2), STATES, DIM, seed_data.sequences[:2]
+    )
+    assert isinstance(from_state(ga.state()), GeneticOptimizer)
