@@ -199,6 +199,8 @@ class LamboProcess:
         self, python: str, threads: int | None = None, log: str | Path = DEFAULT_WORKER_LOG
     ) -> None:
         env = dict(os.environ, WANDB_MODE="disabled", PYTHONWARNINGS="ignore")
+        # on shared, oversubscribed cores spinning OpenMP threads burn the CPU they wait for
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), LAMBO_THREADS=str(threads))
         # cortex prints every guidance update: its chatter goes to a log, not the terminal
