@@ -25,8 +25,9 @@ def mutations(parent: str | None, child: str | None) -> str | None:
     the notation cannot say it (either is missing, or their lengths differ)."""
     if parent is None or child is None or len(parent) != len(child):
         return None
-    return ":".join(f"{a}{i + 1}{b}" for i, (a, b) in enumerate(zip(parent, child, strict=True))
-                    if a != b)
+    return ":".join(
+        f"{a}{i + 1}{b}" for i, (a, b) in enumerate(zip(parent, child, strict=True)) if a != b
+    )
 
 
 def apply_mutations(parent: str, mutant: str) -> str:
@@ -41,7 +42,9 @@ def apply_mutations(parent: str, mutant: str) -> str:
         if not 1 <= pos <= len(seq):
             raise ValueError(f"{token}: position {pos} is outside the parent (length {len(seq)})")
         if seq[pos - 1] != wt:
-            raise ValueError(f"{token}: position {pos} of the parent is {seq[pos - 1]!r}, not {wt!r}")
+            raise ValueError(
+                f"{token}: position {pos} of the parent is {seq[pos - 1]!r}, not {wt!r}"
+            )
         seq[pos - 1] = new
     return "".join(seq)
 
@@ -49,4 +52,5 @@ def apply_mutations(parent: str, mutant: str) -> str:
 def same_mutations(a: str, b: str) -> bool:
     """Whether two mutation lists name the same mutations, in any order."""
     return sorted(t.strip() for t in a.split(":") if t.strip()) == sorted(
-        t.strip() for t in b.split(":") if t.strip())
+        t.strip() for t in b.split(":") if t.strip()
+    )

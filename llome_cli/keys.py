@@ -33,8 +33,9 @@ def keys_main(argv: list[str]) -> int:
                 row, key = create_key(session, args.lab)
                 lab_name = args.lab.strip()
             elif args.action == "list":
-                for k, lab in session.execute(select(ApiKey, Lab.name).join(Lab, Lab.id == ApiKey.lab_id)
-                                              .order_by(ApiKey.id)).tuples():
+                for k, lab in session.execute(
+                    select(ApiKey, Lab.name).join(Lab, Lab.id == ApiKey.lab_id).order_by(ApiKey.id)
+                ).tuples():
                     state = f"revoked {k.revoked_at.isoformat()}" if k.revoked_at else "active"
                     print(f"{k.id}\t{k.prefix}…\t{lab}\t{k.created_at.isoformat()}\t{state}")
                 return 0

@@ -13,8 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {"llome_core": 0, "api": 1, "worker": 2, "llome_cli": 3, "benchmarks": 3}
 CYCLE_FREE = ("llome_core", "api", "worker")
-NOT_IN_CORE = ("fastapi", "starlette", "sqlalchemy", "alembic", "celery", "kombu", "redis",
-               "psycopg", "uvicorn")
+NOT_IN_CORE = (
+    "fastapi",
+    "starlette",
+    "sqlalchemy",
+    "alembic",
+    "celery",
+    "kombu",
+    "redis",
+    "psycopg",
+    "uvicorn",
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -70,8 +79,10 @@ def test_no_lower_layer_imports_a_higher_one() -> None:
 def test_llome_core_imports_no_web_database_or_celery_package() -> None:
     banned = sorted(
         f"{name} imports {target}"
-        for name, targets in GRAPH.items() if name.split(".")[0] == "llome_core"
-        for target in targets if target.split(".")[0] in NOT_IN_CORE
+        for name, targets in GRAPH.items()
+        if name.split(".")[0] == "llome_core"
+        for target in targets
+        if target.split(".")[0] in NOT_IN_CORE
     )
     assert banned == []
 

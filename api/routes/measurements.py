@@ -15,22 +15,42 @@ from api.services import ingest
 router = APIRouter(prefix="/campaigns", tags=["measurements"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("/{campaign_id}/measurements", response_model=UploadRead,
-             status_code=status.HTTP_201_CREATED, responses=AGAIN)
+@router.post(
+    "/{campaign_id}/measurements",
+    response_model=UploadRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=AGAIN,
+)
 def upload_measurements(
-    campaign: LockedCampaignDep, session: SessionDep, settings: SettingsDep, request: Request,
-    response: Response, idempotency: IdempotencyDep,
-    file: Annotated[UploadFile, File(description="CSV: sequence,score[,feasible][,status]; UTF-8, "
-                                     "header row; or JSONL seed data (particle, score)")],
+    campaign: LockedCampaignDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    response: Response,
+    idempotency: IdempotencyDep,
+    file: Annotated[
+        UploadFile,
+        File(
+            description="CSV: sequence,score[,feasible][,status]; UTF-8, "
+            "header row; or JSONL seed data (particle, score)"
+        ),
+    ],
 ) -> UploadRead:
     """Store labelled sequences: all rows or none (a preview and a commit of
     ``/uploads`` in one call). A wet-lab campaign waiting for seed data starts its first round.
     Uploading the same file again stores nothing (200)."""
     data = read_upload(file, settings)
     idempotency.begin(f"POST /campaigns/{campaign.id}/measurements", data, file.filename)
-    upload, already = ingest.preview_and_commit(session, campaign=campaign, batch=None, data=data,
-                                                filename=file.filename, settings=settings,
-                                                api_key_id=request.state.api_key_id)
+    upload, already = ingest.preview_and_commit(
+        session,
+        campaign=campaign,
+        batch=None,
+        data=data,
+        filename=file.filename,
+        settings=settings,
+        api_key_id=request.state.api_key_id,
+    )
     response.status_code = status.HTTP_200_OK if already else status.HTTP_201_CREATED
-    return idempotency.finish(response.status_code,
-                              ingest.to_read(session, upload, campaign, already=already))
+    return idempotency.finish(
+        response.status_code, ingest.to_read(session, upload, campaign, already=already)
+    )

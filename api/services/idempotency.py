@@ -58,20 +58,24 @@ class IdempotentRequest:
             select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
         )
         if row is None:
-            row = IdempotencyKey(scope=scope, key=key, request_sha256=digest, status_code=PENDING,
-                                 response={})
+            row = IdempotencyKey(
+                scope=scope, key=key, request_sha256=digest, status_code=PENDING, response={}
+            )
             try:
                 with session.begin_nested():
                     session.add(row)
                     session.flush()
             except IntegrityError:
-                raise Conflict(f"a request with Idempotency-Key {key!r} is in progress; "
-                               "retry later") from None
+                raise Conflict(
+                    f"a request with Idempotency-Key {key!r} is in progress; retry later"
+                ) from None
             self.row = row
             return
         if row.request_sha256 != digest:
-            raise KeyReused(f"Idempotency-Key {key!r} was used for a different request to {scope}; "
-                            "use a new key for a new request")
+            raise KeyReused(
+                f"Idempotency-Key {key!r} was used for a different request to {scope}; "
+                "use a new key for a new request"
+            )
         if row.status_code == PENDING:
             raise Conflict(f"a request with Idempotency-Key {key!r} is in progress; retry later")
         raise StoredResponse(row.status_code, row.response)

@@ -66,7 +66,7 @@ from api.models import (
     Upload,
     UploadStatus,
 )
-from api.schemas.uploads import UploadRead
+from api.schemas.uploads import UploadCheck, UploadRead
 from api.services import bulk, paging
 from api.services import campaigns as campaign_service
 from api.services import candidates as candidate_service
@@ -157,7 +157,8 @@ def _jsonl_table(data: bytes, alphabet: Alphabet) -> CsvTable | None:
             if isinstance(score, bool) or not (score is None or isinstance(score, (int, float))):
                 raise TypeError(f"score {score!r} is not a number")
             if not isinstance(particle, list) or any(
-                    isinstance(s, bool) or not isinstance(s, int) for s in particle):
+                isinstance(s, bool) or not isinstance(s, int) for s in particle
+            ):
                 raise TypeError(f"particle {particle!r} is not a list of integer states")
             seq = "".join(alphabet.letters[int(s)] for s in particle)
             if any(int(s) < 0 for s in particle):
@@ -250,10 +251,16 @@ def _value(
             return None
         feasible = True
     if not feasible and score is not None:
-        errors.append(CsvError(row, "score", f"score {cells['score']!r} with feasible="
-                               f"{cells['feasible']!r}: an infeasible sequence has no score "
-                               "(leave score empty, or set feasible=true); columns score and "
-                               "feasible disagree"))
+        errors.append(
+            CsvError(
+                row,
+                "score",
+                f"score {cells['score']!r} with feasible="
+                f"{cells['feasible']!r}: an infeasible sequence has no score "
+                "(leave score empty, or set feasible=true); columns score and "
+                "feasible disagree",
+            )
+        )
         return None
     return score, feasible
 
@@ -602,10 +609,14 @@ def _refuse_closed(campaign: Campaign, batch: Batch | None, kind: str) -> None:
     if campaign.status in TERMINAL_CAMPAIGN and not (
         kind == RESULTS and campaign.status == CampaignStatus.CANCELLED
     ):
-        also = (" (a cancelled campaign still takes the results of a batch awaiting them)"
-                if campaign.status == CampaignStatus.CANCELLED else "")
-        raise InvalidState(f"campaign {campaign.id} is {campaign.status}: it takes no more "
-                           f"data{also}")
+        also = (
+            " (a cancelled campaign still takes the results of a batch awaiting them)"
+            if campaign.status == CampaignStatus.CANCELLED
+            else ""
+        )
+        raise InvalidState(
+            f"campaign {campaign.id} is {campaign.status}: it takes no more data{also}"
+        )
 
 
 def _preview(
@@ -841,9 +852,7 @@ def list_(
 ) -> tuple[list[Upload], int | None]:
     """Newest first; the cursor is the last upload id seen."""
     query = select(Upload).where(Upload.campaign_id == campaign.id)
-    return paging.keyset(
-        session, query, Upload.id, cursor=cursor, limit=limit, newest_first=True
-    )
+    return paging.keyset(session, query, Upload.id, cursor=cursor, limit=limit, newest_first=True)
 
 
 def remaining_in_batch(session: Session, batch_id: int) -> int:
@@ -873,7 +882,7 @@ def to_read(
         status=upload.status,
         sha256=upload.sha256,
         filename=upload.filename,
-        report=upload.report,
+        report=UploadCheck.model_validate(upload.report) if upload.report else None,
         already_uploaded=already,
         api_key_id=upload.api_key_id,
         created_at=upload.created_at,

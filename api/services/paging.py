@@ -16,8 +16,16 @@ def _id(row: Any) -> int:
     return int(row.id)
 
 
-def keyset(session: Session, query: Select[Any], key: Any, *, cursor: int | None, limit: int,
-           newest_first: bool, key_of: Callable[[Any], int] = _id) -> tuple[list[Any], int | None]:
+def keyset(
+    session: Session,
+    query: Select[Any],
+    key: Any,
+    *,
+    cursor: int | None,
+    limit: int,
+    newest_first: bool,
+    key_of: Callable[[Any], int] = _id,
+) -> tuple[list[Any], int | None]:
     """One page of ``query`` ordered by the id column ``key``; returns its rows (entities when
     the query selects one, else tuples) and the next cursor (None: the last page). ``key_of``
     reads a row's id (default: ``row.id``)."""

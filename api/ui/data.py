@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.orm import Session
 
 from api import notation
@@ -208,7 +208,7 @@ def lineage(session: Session, campaign: Campaign, candidate_id: int) -> Lineage:
         prev = session.execute(
             select(Candidate, Sequence.text).join(Sequence, Sequence.id == Candidate.sequence_id)
             .where(Candidate.campaign_id == campaign.id, Sequence.text == parent,
-                   Candidate.id < chain[-1].candidate_id if chain[-1].candidate_id else True)
+                   Candidate.id < chain[-1].candidate_id if chain[-1].candidate_id else true())
             .order_by(Candidate.id.desc()).limit(1)
         ).tuples().first()
         if prev is None:  # a seed or uploaded sequence: the start of the trajectory

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
-STATUS_TEXT = {
+STATUS_TEXT: dict[str, str] = {
     CampaignStatus.CREATED: "waiting for data",
     CampaignStatus.SEEDING: "seeding",
     CampaignStatus.TRAINING: "training",
