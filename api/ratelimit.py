@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from limits import RateLimitItemPerSecond
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import FixedWindowRateLimiter
 
 from api.errors import LlomeError
@@ -48,7 +48,7 @@ class RateLimiter:
             self.burst, max(1, round(self.burst / rate_per_s)) if rate_per_s > 0 else 1, namespace
         )
         storage: Storage = (
-            storage_from_string(redis_url, key_prefix=namespace) if redis_url else MemoryStorage()
+            RedisStorage(redis_url, key_prefix=namespace) if redis_url else MemoryStorage()
         )
         self._limiter = FixedWindowRateLimiter(storage)
 

@@ -74,13 +74,11 @@ async def allowed_bytes(scope: Scope, settings: Settings) -> int | None:
     upload = settings.max_upload_bytes + ENVELOPE_BYTES
     if scope.get("path", "").startswith("/ui"):
         sid = _cookie(headers, "llome_session")
-        if sid and await anyio.to_thread.run_sync(_dashboard_user, state, sid):
-            return upload
-        return UNAUTHENTICATED_BYTES
+        logged_in = sid is not None and await anyio.to_thread.run_sync(_dashboard_user, state, sid)
+        return upload if logged_in else UNAUTHENTICATED_BYTES
     key = _bearer(headers)
-    if key and await anyio.to_thread.run_sync(_key_is_live, state, key):
-        return upload
-    return None
+    live = key is not None and await anyio.to_thread.run_sync(_key_is_live, state, key)
+    return upload if live else None
 
 
 def too_large(limit: int) -> str:

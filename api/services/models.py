@@ -15,8 +15,9 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from api.errors import LlomeError
@@ -72,9 +73,8 @@ def list_(session: Session) -> list[RegisteredModel]:
 
 def remove(session: Session, name: str) -> bool:
     """Unregister ``name`` (its files stay); False when no such model is registered."""
-    return bool(
-        session.execute(delete(RegisteredModel).where(RegisteredModel.name == name)).rowcount
-    )
+    result = session.execute(delete(RegisteredModel).where(RegisteredModel.name == name))
+    return bool(cast("CursorResult[Any]", result).rowcount)
 
 
 def _latest_checkpoint(session: Session, campaign_id: int, round_: int | None) -> Round | None:
