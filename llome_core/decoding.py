@@ -57,6 +57,9 @@ Decoding = Literal["constrained", "free"]
 # Tokens a free answer may take beyond the well-formed answer's length before it is cut (a
 # longer one cannot parse: every state, bracket and separator is one token of ours).
 FREE_SLACK_TOKENS = 4
+# Share a prompt's keys and values across its rows when they average at least this many rows per
+# block (below, a copy per row costs less than the regrouping).
+MIN_ROWS_PER_BLOCK = 2
 
 
 @dataclass
@@ -256,6 +259,11 @@ class _NeoXEngine:
         self.values: list[torch.Tensor] = []
         self.pos = self.total = 0
         self.cos = self.sin = torch.empty(0)
+        # After a shared expand: each row's (block, slot), the prompts' keys and values per block
+        self.blocks: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.block_size = self.prefix_len = 0
+        self.prefix_keys: list[torch.Tensor] = []
+        self.prefix_values: list[torch.Tensor] = []
 
     @staticmethod
     def supports(model: Any) -> bool:
@@ -302,6 +310,11 @@ class _NeoXEngine:
                 self.keys.append(k)
                 self.values.append(v)
                 a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling)
+            elif self.blocks is not None:
+                g = pos - self.prefix_len
+                self.keys[i][:, :, g : g + t] = k
+                self.values[i][:, :, g : g + t] = v
+                a = self._attend_blocked(q, i, g + t, mask)
             else:
                 self.keys[i][:, :, pos : pos + t] = k
                 self.values[i][:, :, pos : pos + t] = v
@@ -341,18 +354,75 @@ class _NeoXEngine:
             )
         return torch.bmm(torch.softmax(scores, dim=-1), values).view(n, h, t, d)
 
+    def _attend_blocked(
+        self, q: torch.Tensor, layer: int, upto: int, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        # Keys and values of a shared prompt are read once per block of rows that continue it
+        # (the prompt is most of the context: 68 of the json walk's 68-132 positions), and only
+        # the generated part once per row. One softmax over both parts: the same attention.
+        assert self.blocks is not None
+        block, slot = self.blocks
+        n, h, t, d = q.shape
+        nb, size, p = self.prefix_keys[layer].shape[0], self.block_size, self.prefix_len
+
+        def to_blocks(x: torch.Tensor) -> torch.Tensor:  # (n, h, t, c) -> (nb * h, size * t, c)
+            out = x.new_zeros(nb, size, h, t, x.shape[-1])
+            out[block, slot] = x
+            return out.permute(0, 2, 1, 3, 4).reshape(nb * h, size * t, x.shape[-1])
+
+        def to_rows(x: torch.Tensor) -> torch.Tensor:  # (nb * h, size * t, c) -> (n, h, t, c)
+            x = x.view(nb, h, size, t, x.shape[-1]).permute(0, 2, 1, 3, 4)
+            return x[block, slot]
+
+        prefix_k = self.prefix_keys[layer].view(nb * h, p, d)
+        prefix_v = self.prefix_values[layer].view(nb * h, p, d)
+        gen_k = self.keys[layer].view(n * h, -1, d)[:, :upto]
+        gen_v = self.values[layer].view(n * h, -1, d)[:, :upto]
+        scores_p = to_rows(torch.bmm(to_blocks(q), prefix_k.transpose(1, 2)))
+        scores_g = torch.bmm(q.reshape(n * h, t, d), gen_k.transpose(1, 2)).view(n, h, t, upto)
+        if mask is not None:
+            scores_g = scores_g * self.scaling + mask[:, p:]
+        else:
+            scores_g = scores_g * self.scaling
+        probs = torch.softmax(torch.cat([scores_p * self.scaling, scores_g], dim=-1), dim=-1)
+        out_p = to_rows(torch.bmm(to_blocks(probs[..., :p].contiguous()), prefix_v))
+        out_g = torch.bmm(probs[..., p:].reshape(n * h, t, upto), gen_v).view(n, h, t, d)
+        return out_p + out_g
+
     def prefill(self, ids: torch.Tensor, keep: int, total: int) -> torch.Tensor:
         self.keys, self.values, self.pos, self.total = [], [], 0, total
+        self.blocks = None
         self._positions(total, self.model.gpt_neox.embed_in.weight)
         return self._forward(ids, keep, store=True, mask=None)
 
     def expand(self, index: torch.Tensor) -> bool:
         n, p = int(index.shape[0]), self.pos
+        counts = torch.bincount(index)
+        # Rows are grouped by prompt into blocks of the most common group size (per row): the
+        # samples of one trajectory, typically; larger groups take several blocks.
+        size = int(torch.mode(counts[index]).values)
+        per_group = (counts + size - 1) // size
+        if n < MIN_ROWS_PER_BLOCK * int(per_group.sum()):
+            # Little sharing: every row gets its own copy of its prompt's keys and values.
+            for store in (self.keys, self.values):
+                for i, prefix in enumerate(store):
+                    buf = prefix.new_empty(n, self.heads, self.total, self.head_size)
+                    buf[:, :, :p] = prefix.index_select(0, index)
+                    store[i] = buf
+            return True
+        order = torch.sort(index, stable=True).indices
+        first_row = torch.cumsum(counts, 0) - counts  # of each group, in sorted order
+        rank = torch.empty_like(index)
+        rank[order] = torch.arange(n, device=index.device) - first_row[index[order]]
+        first_block = torch.cumsum(per_group, 0) - per_group
+        self.blocks = (first_block[index] + rank // size, rank % size)
+        self.block_size, self.prefix_len = size, p
+        block_prompt = torch.repeat_interleave(torch.arange(counts.shape[0]), per_group)
+        self.prefix_keys = [k.index_select(0, block_prompt) for k in self.keys]
+        self.prefix_values = [v.index_select(0, block_prompt) for v in self.values]
         for store in (self.keys, self.values):
             for i, prefix in enumerate(store):
-                buf = prefix.new_empty(n, self.heads, self.total, self.head_size)
-                buf[:, :, :p] = prefix.index_select(0, index)
-                store[i] = buf
+                store[i] = prefix.new_empty(n, self.heads, self.total - p, self.head_size)
         return True
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:

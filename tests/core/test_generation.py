@@ -192,11 +192,16 @@ def test_log_likelihood_is_the_mean_scaled_log_prob_of_the_answer(
 
 
 @pytest.mark.parametrize("kind", ["json", "compact"])
-def test_the_fast_neox_walk_computes_what_the_model_computes(random_model, tokenizer, kind):
+@pytest.mark.parametrize("groups", [[1] * 20, [4] * 5, [3, 1, 7, 3, 1, 5]])
+def test_the_fast_neox_walk_computes_what_the_model_computes(random_model, tokenizer, kind, groups):
     # The pure-torch GPT-NeoX forward against model(...) with a transformers StaticCache:
-    # same noise, so the same samples; likelihoods equal to float rounding.
+    # same noise, so the same samples; likelihoods equal to float rounding. Rows that share a
+    # prompt read its keys and values per block of rows (blocks of the commonest group size,
+    # larger groups in several blocks), in any row order.
     fids = format_ids(tokenizer, TextFormat(kind), V, L)
-    inputs = torch.randint(0, V, (5, L), generator=_gen(9)).repeat_interleave(4, dim=0)
+    prompts = torch.randint(0, V, (len(groups), L), generator=_gen(9))
+    inputs = prompts.repeat_interleave(torch.tensor(groups), dim=0)
+    inputs = inputs[torch.randperm(20, generator=_gen(2))]
     temps = torch.tensor([0.0, 0.7, 1.0, 1.6] * 5)
     fast = decode_constrained(random_model, fids, inputs, temps, _gen(1))
     ref = decode_constrained(random_model, fids, inputs, temps, _gen(1), engine="static-cache")

@@ -103,8 +103,7 @@ def test_the_kept_checkpoint_has_the_lowest_held_out_loss(tokenizer, data, tmp_p
     _, result = run("sft", tokenizer, data, tmp_path, round_index=0, config=config)
     history = result.metrics["eval_history"]
     assert result.metrics["epochs"] == 2
-    per_epoch = result.metrics["steps"] // 2
-    assert len(history) == 2 * min(10, per_epoch)  # every 10% of each epoch
+    assert len(history) == min(10, result.metrics["steps"])  # every 10% of the round
     assert result.metrics["eval_loss"] == min(loss for _, loss in history)
     step = result.metrics["selected_step"]
     assert (step, result.metrics["eval_loss"]) in history
@@ -177,15 +176,14 @@ def test_resolve_gives_the_paper_settings_for_a_pretrained_model_and_config_wins
 
 def test_a_tiny_models_first_round_runs_enough_steps_to_learn_the_format():
     tiny = resolve(TrainConfig(), "sft", is_tiny_model=True)
-    assert tiny.epochs_for_round(1, steps_per_epoch=5) == 1  # later rounds: one epoch
-    assert tiny.epochs_for_round(0, steps_per_epoch=1000) == 1
-    assert tiny.epochs_for_round(0, steps_per_epoch=50) == math.ceil(
-        TINY_FIRST_ROUND_MIN_STEPS / 50
-    )
-    assert tiny.epochs_for_round(0, steps_per_epoch=1) == TINY_FIRST_ROUND_MAX_EPOCHS
+    assert tiny.steps_for_round(1, steps_per_epoch=5) == 5  # later rounds: one epoch
+    assert tiny.steps_for_round(0, steps_per_epoch=1000) == 1000  # at least one epoch
+    # below the floor: the floor, even inside an epoch (sized to the data, not whole epochs)
+    assert tiny.steps_for_round(0, steps_per_epoch=38) == TINY_FIRST_ROUND_MIN_STEPS
+    assert tiny.steps_for_round(0, steps_per_epoch=1) == TINY_FIRST_ROUND_MAX_EPOCHS
     fixed = resolve(TrainConfig(first_round_epochs=4), "sft", is_tiny_model=True)
-    assert fixed.epochs_for_round(0, steps_per_epoch=1) == 4
-    assert resolve(TrainConfig(), "sft", is_tiny_model=False).epochs_for_round(0, 1) == 1
+    assert fixed.steps_for_round(0, steps_per_epoch=3) == 12
+    assert resolve(TrainConfig(), "sft", is_tiny_model=False).steps_for_round(0, 7) == 7
 
 
 @pytest.mark.parametrize("fallback", ["final", "start"])
