@@ -10,6 +10,7 @@ ids runs into the same 429 as any other flood.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -87,7 +88,13 @@ def limiter_of(state: Any) -> RateLimiter:
     """The app's limiter (``app.state``), built on first use from its settings."""
     if getattr(state, "rate_limiter", None) is None:
         settings = state.settings
+        # Key ids count per database: two deployments (or test runs) sharing one Redis never
+        # share a count.
+        database = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
         state.rate_limiter = RateLimiter(
-            settings.rate_limit_per_s, settings.rate_limit_burst, settings.redis_url
+            settings.rate_limit_per_s,
+            settings.rate_limit_burst,
+            settings.redis_url,
+            namespace=f"llome-rate-{database}",
         )
     return state.rate_limiter
