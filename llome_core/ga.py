@@ -353,6 +353,7 @@ class GeneticOptimizer:
         self._labels: dict[bytes, tuple[float, bool]] = {}
         self._order: list[bytes] = []
         self._dropped: set[bytes] = set()
+        self._drop_counts: dict[str, int] = {}  # since the last proposal, by reason
 
     @classmethod
     def from_seed_data(
@@ -408,7 +409,7 @@ class GeneticOptimizer:
         if removed:
             self.drop(torch.tensor([list(c.sequence) for c in removed]), "composition")
         labelled = sum(key in self._labels for key in self._keys())
-        return Proposal(
+        proposal = Proposal(
             candidates=kept,
             metrics={
                 "ga_step": float(self.step),
@@ -417,8 +418,11 @@ class GeneticOptimizer:
                 "num_labelled_particles": float(labelled),
                 "mean_edit_distance": edit_distance(kept),
                 "composition": composition,
+                "dropped": self._drop_counts,
             },
         )
+        self._drop_counts = {}
+        return proposal
 
     def tell(self, batch: Labelled) -> None:
         """Record labels; the first label of a sequence wins (a repeated upload changes nothing)."""
@@ -435,7 +439,8 @@ class GeneticOptimizer:
 
     def drop(self, sequences: torch.Tensor, reason: str = "dropped") -> None:
         """These sequences get no label (withdrawn, expired, never sent): the GA counts them as
-        failed (infeasible). A sequence already labelled keeps its label."""
+        failed (infeasible). A sequence already labelled keeps its label. The next proposal's
+        metrics count the newly dropped sequences by ``reason`` (``dropped``)."""
         rows = torch.as_tensor(sequences, dtype=torch.long).reshape(-1, self.dim)
         for row in rows.numpy():
             key = row.astype("int64").tobytes()
@@ -443,6 +448,7 @@ class GeneticOptimizer:
                 self._labels[key] = (0.0, False)
                 self._order.append(key)
                 self._dropped.add(key)
+                self._drop_counts[reason] = self._drop_counts.get(reason, 0) + 1
 
     def known(self) -> set[Key]:
         """Every labelled or dropped sequence and every particle waiting for its label."""
@@ -462,6 +468,7 @@ class GeneticOptimizer:
             "generator": generator_state(self.generator),
             "labels": self.labelled().to_dict(),
             "dropped": _rows([k for k in self._order if k in self._dropped], self.dim).tolist(),
+            "drop_counts": dict(self._drop_counts),
         }
 
     @classmethod
@@ -480,6 +487,7 @@ class GeneticOptimizer:
         opt.tell(Labelled.from_dict(d["labels"], d["dim"]))
         for row in d.get("dropped", []):
             opt._dropped.add(torch.tensor(row, dtype=torch.int64).numpy().tobytes())
+        opt._drop_counts = dict(d.get("drop_counts", {}))
         return opt
 
     # The names of the first version of the protocol.

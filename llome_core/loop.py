@@ -53,6 +53,7 @@ class _State:
     # [sequence, seed of its trajectory, log-likelihood] of the open proposal: reward, calibration
     proposed: list[list[Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # since the last proposal, by reason
 
 
 class LlomeLoop:
@@ -158,12 +159,16 @@ class LlomeLoop:
 
     def drop(self, sequences: torch.Tensor, reason: str = "dropped") -> None:
         """Never propose these sequences (withdrawn by the lab, known to the campaign elsewhere);
-        a proposed one no longer waits for its label. ``reason`` is for the caller's records."""
+        a proposed one no longer waits for its label. The next proposal's metrics count the
+        newly dropped sequences by ``reason`` (``dropped``)."""
         rows = torch.as_tensor(sequences, dtype=torch.long).reshape(-1, self.dim).tolist()
         gone = {tuple(r) for r in rows}
         self._s.pending = [p for p in self._s.pending if tuple(p) not in gone]
         have = {tuple(r) for r in self._s.excluded}
-        self._s.excluded += [r for r in rows if tuple(r) not in have]
+        new = [r for r in dict.fromkeys(map(tuple, rows)) if r not in have]
+        self._s.excluded += [list(r) for r in new]
+        if new:
+            self._s.dropped[reason] = self._s.dropped.get(reason, 0) + len(new)
 
     def ask(
         self,
@@ -339,7 +344,9 @@ class LlomeLoop:
             "refinement_mean_edit_distance": distance,
             "mean_edit_distance": edit_distance(chosen),
             "composition": composition,
+            "dropped": s.dropped,
         }
+        s.dropped = {}
         s.history.append(_finite(info))
         return Proposal(candidates=chosen, metrics=info)
 

@@ -310,6 +310,9 @@ def test_a_dropped_or_composed_away_candidate_counts_as_failed_and_is_never_aske
     proposal = opt.ask(min_hamming=2)
     info = proposal.metrics["composition"]
     assert info["min_hamming"] == 2
+    assert proposal.metrics["dropped"] == (
+        {"composition": info["too_close"]} if info["too_close"] else {}
+    )
     rows = [c.sequence for c in proposal.candidates]
     for i, a in enumerate(rows):
         assert all(sum(x != y for x, y in zip(a, b)) >= 2 for b in rows[i + 1 :])
@@ -331,6 +334,7 @@ def test_a_dropped_or_composed_away_candidate_counts_as_failed_and_is_never_aske
         [tuple(s) for s in opt.labelled().sequences.tolist()].index(tuple(withdrawn))
     ]
     after = opt.ask()
+    assert after.metrics["dropped"] == {"withdrawn": 1}  # counted once, in the next proposal
     assert not {c.sequence for c in after.candidates} & set(rows)
     resumed = GeneticOptimizer.from_state(json.loads(json.dumps(opt.state())))
     assert resumed.state() == opt.state()

@@ -125,6 +125,8 @@ def test_ask_filters_and_composes_the_batch_and_drops_what_composition_removed(
     known = composed.known()
     assert set(rows) <= known and set(labelled) <= known
     assert len(composed.state()["excluded"]) == info["too_close"] + info["excluded"]
+    removed = info["too_close"] + info["excluded"]
+    assert proposal.metrics["dropped"] == ({"composition": removed} if removed else {})
 
 
 def test_the_batch_edit_distance_is_the_normalized_distance_to_each_candidates_parent(
@@ -144,8 +146,10 @@ def test_a_dropped_sequence_is_known_and_no_longer_waits_for_a_label(seed_data, 
     loop.tell(seed_data)
     unseen = torch.full((1, DIM), STATES - 1)
     loop.drop(unseen, "withdrawn")
+    loop.drop(unseen, "withdrawn")  # twice: counted once
     assert tuple(unseen[0].tolist()) in loop.known()
     proposal = loop.ask()
+    assert proposal.metrics["dropped"] == {"withdrawn": 1}
     first = torch.tensor([proposal.candidates[0].sequence])
     loop.drop(first, "withdrawn")
     state = loop.state()
