@@ -164,3 +164,27 @@ def test_the_dashboard_takes_a_small_body_before_login(small_app) -> None:
     )
     assert status == 413
     assert pulled <= 64 * 1024 + CHUNK
+
+
+def test_a_logged_in_dashboard_session_uploads_past_the_login_limit(
+    small_app, api_key, campaign_id
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.service.test_dashboard_sessions import _login
+
+    big = b"sequence,score\n" + b"ACDEFG,0.5\n" * 20_000  # 220 KB: over the 64 KiB before login
+    with TestClient(small_app, base_url="http://testserver") as c:
+        before = c.post(
+            f"/ui/campaigns/{campaign_id}/uploads",
+            files={"file": ("big.csv", big, "text/csv")},
+            follow_redirects=False,
+        )
+        assert before.status_code == 413
+        _login(c, api_key)
+        after = c.post(
+            f"/ui/campaigns/{campaign_id}/uploads",
+            files={"file": ("big.csv", big, "text/csv")},
+            follow_redirects=False,
+        )
+        assert after.status_code != 413, after.text[:300]
