@@ -9,8 +9,9 @@ objective ``sft``, every other setting the default, including the refinement bud
 resolves for N = 8), uploads 60 point mutants of one parent with scores, and polls the campaign
 until its first batch is ready. It prints the wall time from upload to batch, the time spent in
 each phase the campaign reported (``status/phase`` as polled every 0.2 s), the server's CPU
-seconds, and what that wall time equals in peak fp32 matmul measured in the same run
-(GFLOP, and CPU-seconds of one core at its peak), so the figure can be compared across machines.
+seconds, and what that wall time (and the server's CPU time) equals in peak fp32 matmul measured
+in the same run (GFLOP, and CPU-seconds of one core at its peak), so the figure can be compared
+across machines.
 """
 
 from __future__ import annotations
@@ -107,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
             log.close()
-    peak = matmul_gflops(2048, 2048, 2048)
+    # Best of many short runs: on shared cores the best one is the least disturbed.
+    peak = matmul_gflops(2048, 2048, 2048, repeats=8)
     threads = args.threads or os.cpu_count() or 1
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    peak_one = matmul_gflops(2048, 2048, 2048)
+    peak_one = matmul_gflops(2048, 2048, 2048, repeats=8)
     torch.set_num_threads(before)
     wall = result["upload_to_batch_s"]
     result.update(
@@ -121,15 +123,19 @@ def main(argv: list[str] | None = None) -> int:
         peak_gflops_one_core=round(peak_one, 1),
         peak_matmul_gflop=round(wall * peak),
         peak_matmul_cpu_seconds=round(wall * peak / peak_one, 1),
+        # The server's CPU time at one core's peak: the figure other work on the cores moves least.
+        server_cpu_peak_matmul_gflop=round(result["server_cpu_s"] * peak_one),
         goal_s=GOAL_S,
     )
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result["phases"].items())
     print(
-        f"first batch of {result['batch_size']} in {wall:.1f} s from upload ({phases}); server CPU "
+        f"first batch ({result['batch_size']} candidates) in {wall:.1f} s from upload ({phases}); server CPU "
         f"{result['server_cpu_s']:.1f} s. That wall time equals {result['peak_matmul_gflop']:,} "
         f"GFLOP of peak fp32 matmul ({peak:.0f} GFLOP/s), or "
         f"{result['peak_matmul_cpu_seconds']} CPU-seconds of one core at its peak "
-        f"({peak_one:.0f} GFLOP/s); goal < {GOAL_S:.0f} s on an idle 2-core machine."
+        f"({peak_one:.0f} GFLOP/s); the server's CPU time equals "
+        f"{result['server_cpu_peak_matmul_gflop']:,} GFLOP at one core's peak. "
+        f"Goal < {GOAL_S:.0f} s on an idle 2-core machine."
     )
     text = json.dumps(result, indent=2)
     print(text)
@@ -189,15 +195,20 @@ def _drive(
             time.sleep(0.2)
         wall = time.perf_counter() - uploaded
         cpu = _cpu_seconds(server.pid) - cpu0
-        batches = c.get(f"/campaigns/{cid}/batches").raise_for_status().json()["items"]
-        batch = c.get(f"/campaigns/{cid}/batches/{batches[0]['id']}").raise_for_status().json()
+        size = None
+        try:
+            batches = c.get(f"/campaigns/{cid}/batches").raise_for_status().json()["items"]
+            batch = c.get(f"/campaigns/{cid}/batches/{batches[0]['id']}").raise_for_status()
+            size = len(batch.json()["candidates"])
+        except (httpx.HTTPError, KeyError, IndexError) as exc:  # the timing stands without it
+            print(f"could not read the batch back: {exc}", file=sys.stderr)
     refinement = body.get("refinement_budget") or {}
     return {
         "server_start_s": round(server_up, 2),
         "upload_to_batch_s": round(wall, 2),
         "phases": {k: round(v, 2) for k, v in phases.items()},
         "server_cpu_s": round(cpu, 2),
-        "batch_size": len(batch.get("candidates", batch.get("items", []))),
+        "batch_size": size,
         "refinement": refinement,
     }
 
