@@ -112,8 +112,11 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 def _allowed(request: Request) -> list[str]:
     path = request.url.path
+    paths = request.app.openapi().get("paths", {})
+    if path in paths:  # a literal path (POST /campaigns/import) is not also a template's
+        return sorted(m.upper() for m in paths[path])
     methods: set[str] = set()
-    for template, ops in request.app.openapi().get("paths", {}).items():
+    for template, ops in paths.items():
         if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
             methods |= {m.upper() for m in ops}
     return sorted(methods)

@@ -53,7 +53,7 @@ def list_campaigns(session: SessionDep, lab: LabDep, cursor: Cursor = None, limi
                         next_cursor=str(next_cursor) if next_cursor else None)
 
 
-@router.get("/{campaign_id}", response_model=CampaignRead)
+@router.get("/{campaign_id:int}", response_model=CampaignRead)
 def get_campaign(campaign: CampaignDep, session: SessionDep) -> Response:
     """State, progress (phase, step, percent, ETA) and, on failure, the error in words."""
     return json_of(service.to_read(session, campaign))
