@@ -170,3 +170,42 @@ def test_a_bundle_with_a_wrong_checksum_is_a_422_naming_the_member(sqlite, postg
     assert r.json()["errors"][0]["field"] == "measurements.jsonl"
     not_a_bundle = postgres.client.post("/campaigns/import", files={"file": ("c.tar.gz", b"hello")})
     assert not_a_bundle.status_code == 422 and "not a .tar.gz bundle" in not_a_bundle.json()["detail"]
+
+
+def point_mutants(parent: str = "ACDEFG") -> list[tuple[str, float]]:
+    """Seed data a language model can learn edits from: the parent and its single mutants."""
+    rows = [(parent, 0.3)]
+    for i in range(len(parent)):
+        for j, letter in enumerate("ACDEFG"):
+            if letter != parent[i]:
+                rows.append((parent[:i] + letter + parent[i + 1:], round(0.1 + 0.02 * (i * 6 + j), 3)))
+    return rows
+
+
+@pytest.mark.slow
+def test_a_llome_campaign_travels_with_its_checkpoint_and_proposes_the_same_next_batch(
+        sqlite, postgres) -> None:
+    spec = {**SPEC, "optimizer": {"kind": "llome"}, "rounds": 2}
+    src = sqlite.client.post("/campaigns", json=spec).json()["id"]
+    sqlite.client.post(f"/campaigns/{src}/measurements",
+                       files={"file": ("s.csv", csv_bytes("sequence,score", point_mutants()), "text/csv")})
+    sqlite.drain()  # round 1: train (a checkpoint), generate
+    read = sqlite.client.get(f"/campaigns/{src}").json()
+    assert read["status"] == "awaiting_labels", read["error"]
+    label_open_batch(sqlite, src)  # round 2's train step is queued, from round 1's checkpoint
+    data = sqlite.client.get(f"/campaigns/{src}/bundle").content
+    files = members(data)
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["checkpoint_round"] == 1
+    assert any(n.startswith("checkpoint/") and n.endswith(".safetensors") for n in files)
+    light = members(sqlite.client.get(f"/campaigns/{src}/bundle", params={"weights": "false"}).content)
+    assert not any(n.startswith("checkpoint/") for n in light)
+
+    r = postgres.client.post("/campaigns/import", files={"file": ("c.tar.gz", data, "application/gzip")})
+    assert r.status_code == 201, r.text
+    dst = r.json()["id"]
+    sqlite.drain()
+    postgres.drain()
+    source_next, imported_next = content(sqlite, src)["batches"][0], content(postgres, dst)["batches"][0]
+    assert source_next["round"] == imported_next["round"] == 2
+    assert imported_next == source_next  # sequences, lineage, log-likelihoods: the same
