@@ -39,6 +39,11 @@ def operation_id(route: APIRoute) -> str:
 
 def file_response(*media_types: str, description: str) -> dict[int | str, dict[str, Any]]:
     """A 200 whose body is a file (PNG, CSV, FASTA, tar.gz), described as binary so client
-    generators return its bytes instead of dropping the body."""
+    generators return its bytes instead of dropping the body. A binary type also lists
+    application/octet-stream: generators that know no image or archive type (openapi-python-
+    client 0.29 drops them) keep the body as bytes through it."""
     binary = {"schema": {"type": "string", "format": "binary"}}
-    return {200: {"description": description, "content": {m: binary for m in media_types}}}
+    content = {m: binary for m in media_types}
+    if not all(m.startswith("text/") for m in media_types):
+        content["application/octet-stream"] = binary
+    return {200: {"description": description, "content": content}}

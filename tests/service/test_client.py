@@ -180,5 +180,8 @@ def test_operation_ids_read_well_and_files_are_binary(app) -> None:  # type: ign
         assert "campaigns_" not in op_id and not op_id.endswith(("_get", "_post")), op_id
     png = operations[("/campaigns/{campaign_id}/plot.png", "get")]["responses"]["200"]["content"]
     assert png["image/png"]["schema"] == {"type": "string", "format": "binary"}
+    assert png["application/octet-stream"] == png["image/png"]  # what generators keep as bytes
+    bundle = operations[("/campaigns/{campaign_id}/bundle", "get")]["responses"]["200"]["content"]
+    assert set(bundle) == {"application/gzip", "application/octet-stream"}
     csv = operations[("/campaigns/{campaign_id}/export", "get")]["responses"]["200"]["content"]
     assert csv["text/csv"]["schema"]["format"] == "binary"
