@@ -47,6 +47,10 @@ def create_database(name: str) -> str:
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+        # A commit then returns without waiting for its WAL flush (about 18 ms each on these
+        # disks, and tests commit thousands of times). What a commit makes visible, and when,
+        # is unchanged: only durability across a Postgres crash is given up, which no test needs.
+        conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     engine.dispose()
     return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
