@@ -105,10 +105,13 @@ def emit(session: Session, campaign: Campaign, event: str, *, batch_id: int | No
 
 
 def body_of(note: Notification, settings: Settings) -> bytes:
-    """The bytes POSTed (and signed): event, campaign_id, batch_id, at and the resource's url."""
+    """The bytes POSTed (and signed): event, campaign_id, batch_id when there is one, at and the
+    resource's url."""
     p = note.payload
     out = {"event": p["event"], "campaign_id": p["campaign_id"], "batch_id": p["batch_id"],
            "at": p["at"], "url": settings.public_url.rstrip("/") + p["path"]}
+    if out["batch_id"] is None:  # failed, completed: no batch
+        del out["batch_id"]
     return json.dumps(out, separators=(",", ":")).encode()
 
 

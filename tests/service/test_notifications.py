@@ -156,7 +156,9 @@ def test_events_are_filtered_and_each_happens_once(client, runtime, publisher, r
         campaign_service.fail(s, campaign, "the assay robot broke")
         assert service.emit(s, campaign, "failed") is None  # once per campaign
     drain(runtime, publisher)
-    assert [json.loads(b)["event"] for _, b in receiver.calls] == ["failed"]
+    [(_, body)] = receiver.calls
+    assert json.loads(body)["event"] == "failed" and "batch_id" not in json.loads(body)
+    assert json.loads(body)["url"] == f"http://127.0.0.1:8000/campaigns/{cid}"
     assert [n["event"] for n in notifications(client, cid)] == ["failed"]
 
 

@@ -47,6 +47,19 @@ def test_a_twin_mirrors_the_campaign_and_forecasts_its_budget(client, runtime, p
     assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
 
 
+def test_a_llome_campaign_gets_a_llome_twin_with_its_objective_and_model(client) -> None:
+    cid = wetlab(client, optimizer={"kind": "llome", "objective": "sft1-marge9",
+                                    "train": {"epochs": 2}},
+                 model={"hidden_size": 64, "num_layers": 2, "num_heads": 2})
+    r = client.post(f"/campaigns/{cid}/twin")
+    assert r.status_code == 201, r.text
+    twin = r.json()
+    assert twin["optimizer"]["kind"] == "llome" and twin["optimizer"]["objective"] == "sft1-marge9"
+    assert twin["optimizer"]["train"]["epochs"] == 2
+    assert (twin["model"]["hidden_size"], twin["model"]["num_layers"]) == (64, 2)
+    assert twin["oracle"]["seeding"]["num_particles"] == 20  # no seed data yet: one batch
+
+
 def test_an_ehrlich_campaign_has_no_twin(client) -> None:
     r = client.post("/campaigns", json={"name": "synthetic", "oracle": {
         "kind": "ehrlich", "num_states": 4, "dim": 8, "num_motifs": 1, "motif_length": 4,
