@@ -14,7 +14,9 @@ parse, drop failures) at one learning rate for every round (:data:`SAME_LEARNING
 
 Resumable and append-only:
 - each run keeps ``WORKDIR/<instance>/<method>-seed<k>/state.json`` (the loop's whole state, the
-  rows so far, the clocks), written atomically after every round, plus its checkpoints;
+  rows so far, the clocks), written atomically after every round, and the one checkpoint that
+  state names (about 3 MB for the tiny model): the default WORKDIR, ``docs/paper/runs``, is
+  committed with the results, so a run interrupted in one session resumes in the next;
 - each finished round appends one row to the results file (default ``docs/paper/results.csv``,
   the columns of :data:`benchmarks.runs.CSV_COLUMNS`) and its side tables (feasibility against
   edit distance, calibration) to files beside it; a restarted command appends what a crash left
@@ -36,6 +38,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -204,11 +207,28 @@ class Run:
         self.state_path = self.dir / "state.json"
 
     def load(self) -> dict[str, Any] | None:
-        return json.loads(self.state_path.read_text()) if self.state_path.exists() else None
+        """The saved state, its checkpoint path re-rooted here (a run folder may be moved, e.g.
+        committed and checked out elsewhere: its checkpoint is always ``round-NN/checkpoint``)."""
+        if not self.state_path.exists():
+            return None
+        state: dict[str, Any] = json.loads(self.state_path.read_text())
+        loop = state.get("loop") or {}
+        if loop.get("checkpoint"):
+            saved = Path(loop["checkpoint"])
+            loop["checkpoint"] = str(self.dir / saved.parent.name / saved.name)
+        return state
 
     def save(self, state: dict[str, Any]) -> None:
+        """Write the state atomically, then keep only the checkpoint it names: a run folder
+        stays one model and one JSON file, small enough to commit and resume elsewhere."""
         self.dir.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(self.state_path, state)
+        current = (state.get("loop") or {}).get("checkpoint")
+        for old in self.dir.glob("round-*"):
+            if current is None or old.name != Path(current).parent.name:
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                shutil.rmtree(old / "trainer", ignore_errors=True)
 
     def flush(self, state: dict[str, Any]) -> None:
         """Append the rows of ``state`` the results file does not hold yet (crash-safe order:
@@ -628,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="docs/paper/results.csv")
     parser.add_argument(
         "--workdir",
-        default="bench-out/paper",
+        default="docs/paper/runs",
         help="per-run state and checkpoints (resume from here)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")

@@ -13,6 +13,8 @@ from benchmarks import paper
 from benchmarks.runs import read_csv
 
 TINY = "ehr_v-08_l-008_m-2_c-2_q-2"
+# Hard enough that 16 proposals do not find the optimum (a run stops early when they do).
+SMALL = "ehr_v-32_l-016_m-2_c-4_q-4"
 
 
 def _rows(results: Path, method: str) -> list[dict]:
@@ -127,7 +129,7 @@ def test_an_interrupted_llome_run_resumes_from_its_last_round(tmp_path: Path) ->
         "--seeds",
         "0",
         "--preset",
-        TINY,
+        SMALL,
         "--rounds",
         "2",
         "--budget",
@@ -141,7 +143,7 @@ def test_an_interrupted_llome_run_resumes_from_its_last_round(tmp_path: Path) ->
     run = paper.Run(
         paper.METHODS["sft"],
         0,
-        instance=TINY,
+        instance=SMALL,
         workdir=tmp_path / "w",
         results=results,
         rounds=2,
@@ -158,6 +160,9 @@ def test_an_interrupted_llome_run_resumes_from_its_last_round(tmp_path: Path) ->
     assert rows[0]["oracle_calls"] == 10_000  # GA seed data: 10 steps x 1000 particles
     assert all(0 < b["oracle_calls"] - a["oracle_calls"] <= 16 for a, b in itertools.pairwise(rows))
     assert json.loads(run.state_path.read_text())["done"]
+    # The run folder keeps the state and the one checkpoint it names, nothing older.
+    assert sorted(p.name for p in run.dir.iterdir()) == ["round-02", "state.json"]
+    assert sorted(p.name for p in (run.dir / "round-02").iterdir()) == ["checkpoint"]
 
 
 def test_the_summary_reports_each_method_at_the_budgets_it_reached(tmp_path: Path) -> None:
