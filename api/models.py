@@ -1,7 +1,7 @@
 """ORM tables. The database is the single source of truth: Celery messages carry only ids.
 
 Unique keys make every retry safe: one job per (campaign, round, step), one batch per
-(campaign, round), one current measurement per sequence and per candidate, one upload per file
+(campaign, round), one current measurement per candidate, one upload per target and file
 hash.
 """
 
@@ -343,11 +343,10 @@ class Measurement(Base):
     __table_args__ = (
         # Append-only: a correction is a new row naming the row it corrects (supersedes_id, each
         # row corrected at most once); the corrected row gets superseded_at. At most one current
-        # (not superseded) label per sequence and per candidate.
+        # (not superseded) label per candidate.
         UniqueConstraint("supersedes_id"),
-        Index("uq_measurement_current_sequence", "sequence_id", unique=True,
-              postgresql_where=text("superseded_at IS NULL"),
-              sqlite_where=text("superseded_at IS NULL")),
+        # A sequence may have several current labels: replicates (its label is their mean).
+        Index(None, "sequence_id"),
         Index("uq_measurement_current_candidate", "candidate_id", unique=True,
               postgresql_where=text("superseded_at IS NULL"),
               sqlite_where=text("superseded_at IS NULL")),

@@ -24,6 +24,7 @@ from api.models import (
 from api.notation import mutations
 from api.schemas.campaigns import CampaignCreate
 from api.services import campaigns as campaign_service
+from llome_core import replicates
 from llome_core.optimizer import Candidate as CoreCandidate
 from llome_core.optimizer import Key, Labelled
 from llome_core.sequences import Alphabet
@@ -69,7 +70,8 @@ class CampaignView:
 
 @dataclass
 class LabelRows:
-    """Current (not superseded) labels: measurement ids, sequences, values, feasibility."""
+    """Current labels, one per sequence (values and feasibility), and the measurement ids
+    behind them."""
 
     ids: list[int]
     texts: list[str]
@@ -86,19 +88,37 @@ class LabelRows:
 
 
 def labels(session: Session, campaign_id: int, *, unobserved_only: bool) -> LabelRows:
-    """The campaign's current labels in arrival order; ``unobserved_only``: those no optimizer
-    step has been told yet."""
+    """The campaign's current labels, one per sequence (the mean of its current replicates,
+    ``llome_core.replicates``), in the order the sequences were first measured;
+    ``unobserved_only``: the sequences with a measurement no optimizer step has been told yet
+    (``ids`` are those measurements)."""
+    current = (Measurement.campaign_id == campaign_id, Measurement.superseded_at.is_(None))
     q = (
-        select(Measurement.id, Sequence.text, Measurement.value, Measurement.feasible)
+        select(
+            Measurement.id,
+            Sequence.text,
+            Measurement.value,
+            Measurement.feasible,
+            Measurement.observed_round,
+        )
         .join(Sequence, Sequence.id == Measurement.sequence_id)
-        .where(Measurement.campaign_id == campaign_id, Measurement.superseded_at.is_(None))
+        .where(*current)
         .order_by(Measurement.id)
     )
     if unobserved_only:
-        q = q.where(Measurement.observed_round.is_(None))
-    rows = session.execute(q).tuples().all()
+        fresh = select(Measurement.sequence_id).where(
+            *current, Measurement.observed_round.is_(None)
+        )
+        q = q.where(Measurement.sequence_id.in_(fresh))
+    groups: dict[str, list[tuple[float | None, bool]]] = {}
+    ids: list[int] = []
+    for mid, text, value, feasible, observed in session.execute(q).tuples():
+        groups.setdefault(text, []).append((value, bool(feasible)))
+        if not unobserved_only or observed is None:
+            ids.append(mid)
+    merged = {t: replicates.combine(g) for t, g in groups.items()}
     return LabelRows(
-        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [bool(r[3]) for r in rows]
+        ids, list(merged), [m.value for m in merged.values()], [m.feasible for m in merged.values()]
     )
 
 

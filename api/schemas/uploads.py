@@ -9,6 +9,23 @@ from pydantic import BaseModel, Field
 from api.schemas.common import FieldError, Page
 
 
+class Outlier(BaseModel):
+    row: int
+    sequence: str
+    value: float
+    median: float = Field(description="of the sequence's replicates, stored ones included")
+
+
+class Replicates(BaseModel):
+    """Repeated sequences and their spread; a replicate more than 3 robust SD (1.4826 x MAD)
+    from its group's median is listed in ``outliers`` (kept unless the lab says otherwise)."""
+
+    sequences: int
+    measurements: int
+    max_spread: float = Field(description="the widest max - min among the groups")
+    outliers: list[Outlier]
+
+
 class UploadCheck(BaseModel):
     """What committing the file stores: every row is either accepted or listed in ``errors``."""
 
@@ -17,6 +34,8 @@ class UploadCheck(BaseModel):
     rejected: int
     new_measurements: int
     duplicates: int = Field(description="rows equal to a result already stored")
+    replicates: Replicates | None = Field(None, description="sequences the commit leaves with "
+                                          "several current measurements (their label: the mean)")
     errors: list[FieldError] = Field(default_factory=list, description="{row, column, reason} per problem")
     skipped_rows: list[int] | None = Field(None, description="rows left out by a skip_rejected commit")
     skip_rejected: bool | None = None

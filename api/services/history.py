@@ -2,8 +2,9 @@
 
 Measurements are append-only: a correction inserts a new row naming the row it corrects
 (``supersedes_id``), and the corrected row gets ``superseded_at`` (set once, from null; values
-are never rewritten). The current label of a sequence is its one measurement not superseded,
-which a partial unique index guarantees. The optimizer sees a correction from its next step on (it is a label it has not
+are never rewritten). A sequence's current measurements are those not superseded: its
+replicates, whose mean is its label (``llome_core.replicates``); a correction supersedes one
+of them. The optimizer sees a correction from its next step on (it is a label it has not
 observed yet); a label it already trained on is not un-learned.
 """
 
@@ -18,6 +19,7 @@ from api.db import utcnow
 from api.errors import Conflict, LlomeError, NotFound
 from api.models import ApiKey, Campaign, Measurement, MeasurementSource, Sequence, Upload
 from api.schemas.history import CorrectionCreate, HistoryRead, MeasurementRecord
+from llome_core import replicates
 
 
 class SequenceNotFound(NotFound):
@@ -31,11 +33,6 @@ def _sequence(session: Session, campaign: Campaign, sequence_id: int) -> Sequenc
     if seq is None:
         raise SequenceNotFound(campaign.id, sequence_id)
     return seq
-
-
-def current(session: Session, sequence_id: int) -> Measurement | None:
-    return session.scalar(select(Measurement).where(Measurement.sequence_id == sequence_id,
-                                                    Measurement.superseded_at.is_(None)))
 
 
 def history(session: Session, campaign: Campaign, sequence_id: int) -> HistoryRead:
@@ -62,8 +59,12 @@ def history(session: Session, campaign: Campaign, sequence_id: int) -> HistoryRe
         )
         for m, sha, key, prefix in rows
     ]
+    live = [i for i in items if i.current]
+    label = replicates.combine([(i.score, i.feasible) for i in live]) if live else None
     return HistoryRead(sequence_id=seq.id, sequence=seq.text,
-                       current=next((i for i in items if i.current), None), items=items)
+                       current=live[-1] if live else None, items=items,
+                       label=label.value if label else None, replicates=len(live),
+                       label_se=label.se if label else None)
 
 
 def correct(session: Session, campaign: Campaign, sequence_id: int, data: CorrectionCreate, *,
@@ -72,7 +73,21 @@ def correct(session: Session, campaign: Campaign, sequence_id: int, data: Correc
     corrected it; returns the history and whether a row was added (the same value again adds
     nothing, so a retried request is harmless)."""
     seq = _sequence(session, campaign, sequence_id)
-    old = current(session, seq.id)
+    # A correction supersedes one measurement; the sequence's other replicates stay.
+    live = list(session.scalars(select(Measurement).where(
+        Measurement.sequence_id == seq.id, Measurement.superseded_at.is_(None))
+        .order_by(Measurement.id)))
+    if data.measurement_id is not None:
+        old = next((m for m in live if m.id == data.measurement_id), None)
+        if old is None:
+            raise Conflict(f"measurement {data.measurement_id} is not a current measurement of "
+                           f"sequence {seq.id} (see its history)")
+    elif len(live) > 1:
+        raise Conflict(f"sequence {seq.id} has {len(live)} current replicates "
+                       f"({', '.join(str(m.id) for m in live)}): name the one to correct with "
+                       "measurement_id")
+    else:
+        old = live[0] if live else None
     if old is None:
         raise Conflict(f"sequence {seq.id} has no label to correct: upload its measurement instead")
     feasible = data.feasible

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,6 +71,7 @@ from api.schemas.uploads import UploadCheck, UploadRead
 from api.services import bulk, paging
 from api.services import campaigns as campaign_service
 from api.services import candidates as candidate_service
+from llome_core import replicates
 from llome_core.sequences import Alphabet, SequenceError
 
 MEASUREMENTS = "measurements"
@@ -106,6 +108,7 @@ class Plan:
     assay_failed: list[Row] = field(default_factory=list)  # outcomes with no label
     controls: list[Row] = field(default_factory=list)  # results of control candidates (not labels)
     duplicates: int = 0
+    replicates: dict[str, Any] | None = None  # repeated sequences, their spread and outliers
 
     def rejected_rows(self) -> list[int]:
         return sorted({e.row for e in self.errors if e.row is not None and e.row > 1})
@@ -118,6 +121,7 @@ class Plan:
             "rejected": self.rows if self.fatal else rejected,
             "new_measurements": 0 if self.fatal else len(self.store),
             "duplicates": self.duplicates,
+            **({"replicates": self.replicates} if self.replicates else {}),
             "errors": [e.as_dict() for e in self.errors],
         }
 
@@ -369,7 +373,6 @@ def _validate_measurements(
     alphabet = Alphabet(campaign.alphabet)
     errors = plan.errors
     rows: list[Row] = []
-    first_row: dict[str, int] = {}
     for row_no, cells in table.rows:
         text = _sequence_text(cells["sequence"])
         try:
@@ -377,20 +380,17 @@ def _validate_measurements(
         except SequenceError as exc:
             errors.append(CsvError(row_no, "sequence", f"sequence {text!r}: {exc}"))
             continue
-        if text in first_row:
-            errors.append(CsvError(row_no, "sequence", f"sequence repeats row {first_row[text]}"))
-            continue
-        first_row[text] = row_no
+        # A sequence repeated in the file, or measured before, is a replicate: every
+        # measurement is stored, and the label is their mean (llome_core.replicates).
         parsed = _outcome(cells, row_no, errors)
         if parsed is not None:
             rows.append(Row(row_no, text, *parsed))
 
     existing = bulk.existing_sequences(session, campaign.id, [r.text for r in rows])
-    labels = _current_labels(session, [s.id for s in existing.values()])
+    stored = _current_replicates(session, [s.id for s in existing.values()])
     pending = _pending_candidates(session, campaign, [s.id for s in existing.values()])
     for r in rows:
         seq = existing.get(r.text)
-        stored = labels.get(seq.id) if seq else None
         if seq is not None and seq.id in pending:
             cand = pending[seq.id]
             errors.append(
@@ -404,22 +404,70 @@ def _validate_measurements(
             )
         elif r.outcome == CandidateStatus.ASSAY_FAILED:
             plan.assay_failed.append(r)  # uninformative and not a candidate: nothing to store
-        elif stored is not None:
-            if _same(stored, r.value, r.feasible):
-                plan.duplicates += 1
-            else:
-                errors.append(
-                    CsvError(
-                        r.row,
-                        "score",
-                        f"sequence {r.text} is already stored as "
-                        f"{_describe(stored)}; to correct it, POST /campaigns/"
-                        f"{campaign.id}/sequences/{stored.sequence_id}/corrections",
-                    )
-                )
+        elif seq is not None and any(_same(m, r.value, r.feasible) for m in stored.get(seq.id, [])):
+            # The same value as a stored measurement of the sequence, from another file: that
+            # measurement again (overlapping exports), not a replicate.
+            plan.duplicates += 1
         else:
             r.sequence_id = seq.id if seq is not None else None
             plan.store.append(r)
+    plan.replicates = _replicate_report(session, plan.store)
+
+
+def _current_replicates(session: Session, sequence_ids: list[int]) -> dict[int, list[Measurement]]:
+    found: dict[int, list[Measurement]] = {}
+    for part in bulk.chunks(sequence_ids):
+        for m in session.scalars(
+            select(Measurement).where(
+                bulk.among(session, Measurement.sequence_id, part),
+                Measurement.superseded_at.is_(None),
+            )
+        ):
+            found.setdefault(m.sequence_id, []).append(m)
+    return found
+
+
+def _replicate_report(session: Session, store: list[Row]) -> dict[str, Any] | None:
+    """Sequences that will have several current measurements once ``store`` is committed: how
+    many, the widest spread, and the file's rows far from their group (not errors: a lab may
+    keep them; they are listed so it can look)."""
+    groups: dict[str, list[tuple[int | None, float]]] = {}
+    for r in store:
+        if r.feasible and r.value is not None:
+            groups.setdefault(r.text, []).append((r.row, r.value))
+    stored_ids = {r.sequence_id: r.text for r in store if r.sequence_id is not None}
+    for part in bulk.chunks(list(stored_ids)):
+        for sid, value in session.execute(
+            select(Measurement.sequence_id, Measurement.value).where(
+                bulk.among(session, Measurement.sequence_id, part),
+                Measurement.superseded_at.is_(None),
+                Measurement.feasible.is_(True),
+            )
+        ).tuples():
+            if value is not None:
+                groups.setdefault(stored_ids[sid], []).append((None, value))
+    repeated = {t: g for t, g in groups.items() if len(g) > 1}
+    if not repeated:
+        return None
+    flagged = []
+    for text, group in repeated.items():
+        values = [v for _, v in group]
+        for i in replicates.outliers(values):
+            if group[i][0] is not None:
+                flagged.append(
+                    {
+                        "row": group[i][0],
+                        "sequence": text,
+                        "value": values[i],
+                        "median": statistics.median(values),
+                    }
+                )
+    return {
+        "sequences": len(repeated),
+        "measurements": sum(len(g) for g in repeated.values()),
+        "max_spread": max(max(v for _, v in g) - min(v for _, v in g) for g in repeated.values()),
+        "outliers": sorted(flagged, key=lambda o: o["row"]),
+    }
 
 
 def _identify(

@@ -11,10 +11,11 @@ from api.csvio import write_rows
 from api.models import Batch, Campaign, Candidate, Measurement, Sequence
 from api.schemas.sequences import SequenceRead
 from api.services import paging
+from llome_core import replicates
 
 EXPORT_COLUMNS = [
     "sequence_id", "status", "sequence", "score", "feasible", "round", "candidate_id", "batch_id",
-    "source", "upload_id", "upload_row", "measured_at",
+    "source", "upload_id", "upload_row", "measured_at", "label", "replicates", "label_se",
 ]
 
 
@@ -65,13 +66,24 @@ def export_csv(factory: sessionmaker[Session], campaign_id: int) -> Iterator[str
                 .order_by(Sequence.id)
             )
             out = []
-            for sid, text, m, cid, cstatus, batch in session.execute(q).tuples():
+            found = session.execute(q).tuples().all()
+            # Each row is one measurement; label, replicates and label_se are its sequence's
+            # (the mean of its current replicates), the same on each of them.
+            groups: dict[int, dict[int, tuple[float | None, bool]]] = {}
+            for sid, _text, m, *_rest in found:
+                if m is not None:  # by id: a sequence proposed twice joins each label twice
+                    groups.setdefault(sid, {})[m.id] = (m.value, m.feasible)
+            labels = {sid: replicates.combine(list(g.values())) for sid, g in groups.items()}
+            for sid, text, m, cid, cstatus, batch in found:
+                label = labels.get(sid)
                 status = cstatus if m is None else ("measured" if m.feasible else "infeasible")
                 out.append([
                     sid, status or "", text, m.value if m else None, m.feasible if m else None,
                     batch.round if batch else None, cid, batch.id if batch else None,
                     m.source if m else None, m.upload_id if m else None, m.row if m else None,
                     m.created_at.isoformat() if m else None,
+                    label.value if label else None, label.n if label else None,
+                    label.se if label else None,
                 ])
             return out, last
 

@@ -111,14 +111,21 @@ def test_corrections_and_history_of_unknown_or_other_labs_sequences_are_404(clie
                        json={"score": 1.0, "note": "x"}).status_code == 404
 
 
-def test_the_database_refuses_two_current_labels_for_one_sequence(client, session_factory) -> None:
+def test_a_sequence_holds_replicates_and_a_measurement_is_corrected_once(client, session_factory) -> None:
     cid = wetlab(client)
     upload(client, cid, SEED)
     sid = _sid(client, cid, "ACDEFG")
-    with pytest.raises(IntegrityError):
+    with session_scope(session_factory) as s:  # a second current measurement: a replicate
+        s.add(Measurement(campaign_id=cid, sequence_id=sid, value=0.1, feasible=True,
+                          source=MeasurementSource.UPLOAD))
+        s.flush()
+        first = s.scalar(select(Measurement.id).where(Measurement.sequence_id == sid)
+                         .order_by(Measurement.id).limit(1))
+    with pytest.raises(IntegrityError):  # but one measurement is corrected at most once
         with session_scope(session_factory) as s:
-            s.add(Measurement(campaign_id=cid, sequence_id=sid, value=0.1, feasible=True,
-                              source=MeasurementSource.UPLOAD))
+            for value in (0.2, 0.3):
+                s.add(Measurement(campaign_id=cid, sequence_id=sid, value=value, feasible=True,
+                                  source=MeasurementSource.UPLOAD, supersedes_id=first))
     with session_scope(session_factory) as s:  # a superseded row may sit beside the current one
         s.add(Measurement(campaign_id=cid, sequence_id=sid, value=0.1, feasible=True,
                           source=MeasurementSource.UPLOAD, superseded_at=utcnow()))

@@ -165,7 +165,6 @@ BAD_MEASUREMENTS = [
     pytest.param(b"sequence,score\nACDXYZ,1\n", 2, "sequence", "not in the alphabet", id="wrong-alphabet"),
     pytest.param(b"sequence,score\nACDEF,1\n", 2, "sequence", "length 5, expected 6", id="wrong-length"),
     pytest.param(b"sequence,score,feasible\nACDEFG,1,maybe\n", 2, "feasible", "not true or false", id="bad-feasible"),
-    pytest.param(b"sequence,score\nACDEFG,1\nCCCCCC,2\nACDEFG,1\n", 4, "sequence", "repeats row 2", id="duplicated-rows"),
     pytest.param(b"sequence,score\n", 2, None, "no data rows", id="header-only"),
 ]
 
@@ -195,13 +194,13 @@ def test_one_bad_row_among_good_ones_stores_nothing_and_lists_every_error(client
     assert counts(session_factory, cid) == (0, 0, 0)
 
 
-def test_a_conflicting_score_for_a_stored_sequence_is_rejected(client, session_factory) -> None:
+def test_a_new_score_for_a_stored_sequence_is_a_replicate(client, session_factory) -> None:
     cid = wetlab(client)
     assert upload(client, cid, b"sequence,score\nACDEFG,0.5\n").status_code == 201
     r = upload(client, cid, b"sequence,score\nCCCCCC,0.2\nACDEFG,0.7\n")
-    assert r.status_code == 422
-    assert r.json()["errors"][0]["row"] == 3 and "already stored as score 0.5" in r.json()["errors"][0]["reason"]
-    assert counts(session_factory, cid)[0] == 1
+    assert r.status_code == 201, r.text
+    assert r.json()["report"]["replicates"]["sequences"] == 1
+    assert counts(session_factory, cid) == (3, 2, 2)
 
 
 def test_a_file_over_the_size_limit_is_a_413(client, settings) -> None:

@@ -71,19 +71,19 @@ def test_a_half_valid_file_stores_nothing_unless_skip_rejected(client, session_f
     rows: list[Any] = list(seed_rows(10))
     rows[3] = (rows[3][0], "high")
     rows[7] = ("ACDEFGA", 0.1)
-    rows.append(rows[0])  # a duplicate row
+    rows.append(rows[0])  # a repeated row: a replicate
     up = preview(client, cid, csv_bytes("sequence,score", rows)).json()
     report = up["report"]
-    assert (report["rows"], report["accepted"], report["rejected"], report["new_measurements"]) == (11, 8, 3, 8)
-    assert {(e["row"], e["column"]) for e in report["errors"]} == {(5, "score"), (9, "sequence"), (12, "sequence")}
+    assert (report["rows"], report["accepted"], report["rejected"], report["new_measurements"]) == (11, 9, 2, 9)
+    assert {(e["row"], e["column"]) for e in report["errors"]} == {(5, "score"), (9, "sequence")}
     r = commit(client, cid, up["id"])
     assert r.status_code == 422 and "skip_rejected" in r.json()["detail"]
-    assert {e["row"] for e in r.json()["errors"]} == {5, 9, 12}
+    assert {e["row"] for e in r.json()["errors"]} == {5, 9}
     assert counts(session_factory, cid) == (0, 1, 0)
     ok = commit(client, cid, up["id"], skip=True)
     assert ok.status_code == 200, ok.text
-    assert ok.json()["report"]["skipped_rows"] == [5, 9, 12] and ok.json()["report"]["skip_rejected"] is True
-    assert counts(session_factory, cid) == (8, 1, 8)
+    assert ok.json()["report"]["skipped_rows"] == [5, 9] and ok.json()["report"]["skip_rejected"] is True
+    assert counts(session_factory, cid) == (9, 1, 8)
 
 
 def test_a_file_level_problem_is_reported_and_cannot_be_committed(client, session_factory) -> None:
@@ -95,13 +95,13 @@ def test_a_file_level_problem_is_reported_and_cannot_be_committed(client, sessio
     assert r.status_code == 422 and counts(session_factory, cid)[0] == 0
 
 
-def test_a_conflict_with_a_stored_value_is_a_rejected_row(client) -> None:
+def test_a_stored_sequence_measured_again_is_a_replicate_and_the_same_value_a_duplicate(client) -> None:
     cid = wetlab(client)
     assert client.post(f"/campaigns/{cid}/measurements",
                        files={"file": ("a.csv", b"sequence,score\nACDEFG,0.5\n", "text/csv")}).status_code == 201
     report = preview(client, cid, b"sequence,score\nCCCCCC,0.2\nACDEFG,0.7\nACDEFG,0.5\n").json()["report"]
-    assert report["rejected"] == 2 and report["accepted"] == 1
-    assert "already stored as score 0.5" in report["errors"][0]["reason"]
+    assert (report["rejected"], report["new_measurements"], report["duplicates"]) == (0, 2, 1)
+    assert report["replicates"]["sequences"] == 1
 
 
 def test_the_same_idempotency_key_twice_returns_the_first_response(client, session_factory) -> None:
