@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result["phases"].items())
     print(
-        f"first batch ({result['batch_size']} candidates) in {wall:.1f} s from upload ({phases}); server CPU "
+        f"first batch ({result['batch_size']} candidates) in {wall:.1f} s from upload ({phases}); "
+        f"server CPU "
         f"{result['server_cpu_s']:.1f} s. That wall time equals {result['peak_matmul_gflop']:,} "
         f"GFLOP of peak fp32 matmul ({peak:.0f} GFLOP/s), or "
         f"{result['peak_matmul_cpu_seconds']} CPU-seconds of one core at its peak "

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
@@ -123,7 +123,8 @@ def ensure_format_tokens(
         if tokenizer.eos_token is None:
             added += tokenizer.add_special_tokens({"eos_token": EOS})
         tokenizer.pad_token = tokenizer.eos_token
-    if added or len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+    embeddings: Any = model.get_input_embeddings()
+    if added or len(tokenizer) > embeddings.weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -223,7 +224,7 @@ def load_checkpoint(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A checkpoint from :func:`save_checkpoint` (or any local HF directory), on ``device``."""
     model, tokenizer = load_model_dir(path)
-    return model.to(device), tokenizer
+    return cast(Any, model).to(device), tokenizer  # transformers types .to() loosely
 
 
 def create_or_load(
@@ -235,4 +236,4 @@ def create_or_load(
     else:
         tokenizer = build_tokenizer(num_states)
         model = build_model(config, tokenizer, seed)
-    return model.to(device), tokenizer
+    return cast(Any, model).to(device), tokenizer

@@ -101,7 +101,8 @@ class Resolved:
 
 
 def resolve(config: TrainConfig, objective: str, is_tiny_model: bool) -> Resolved:
-    """The objective's optimizer, learning rate, batch and epochs; ``config`` fields win when set."""
+    """The objective's optimizer, learning rate, batch and epochs; ``config`` fields win when
+    set."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
     optim, lr, batch = (TINY_DEFAULTS if is_tiny_model else PRETRAINED_DEFAULTS)[objective]
@@ -177,7 +178,8 @@ class FormatGate:
 
 
 class _Progress(TrainerCallback):
-    """Reports ``("train", step, total)``; a :class:`Cancelled` raised by the reporter stops training."""
+    """Reports ``("train", step, total)``; a :class:`Cancelled` raised by the reporter stops
+    training."""
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
@@ -260,12 +262,12 @@ def trainer_arguments(
     output_dir: Path,
     resolved: Resolved,
     epochs: int,
-    max_steps: int,
     warmup_steps: int,
     seed: int,
     device: str,
     bf16: bool,
     has_eval: bool,
+    max_steps: int = -1,  # -1: the epochs decide
 ) -> dict[str, Any]:
     """Keyword arguments shared by SFTConfig and DPOConfig for one round (fp32 unless asked,
     no checkpoint files, no reporting, linear decay, no weight decay or accumulation)."""
