@@ -8,6 +8,8 @@ a later batch) has one label, the mean of its current measurements.
 - A replicate lies far from its group when it is more than ``OUTLIER_ROBUST_SD`` robust standard
   deviations from the group's median (robust SD = 1.4826 x the median absolute deviation, the
   normal-consistent scale); groups of fewer than three say nothing.
+- Optional per-batch normalisation for plate effects (``normalized``): each batch's scores
+  against the mean of that batch's control measurements, before replicates are averaged.
 """
 
 from __future__ import annotations
@@ -50,3 +52,20 @@ def outliers(values: list[float]) -> list[int]:
         # Most replicates agree exactly: any that differs is far from them.
         return [i for i, v in enumerate(values) if v != median]
     return [i for i, v in enumerate(values) if abs(v - median) > OUTLIER_ROBUST_SD * scale]
+
+
+NORMALIZATIONS = ("none", "control_ratio", "control_difference")
+
+
+def normalized(value: float, control_mean: float | None, mode: str) -> float:
+    """``value`` against the mean of its batch's control measurements (plate effects):
+    ``control_ratio`` divides by it, ``control_difference`` subtracts it. A value with no
+    control to compare with (seed data, a batch whose controls were not measured, a ratio to
+    a zero mean) is used as measured."""
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"normalize {mode!r}: expected one of {', '.join(NORMALIZATIONS)}")
+    if mode == "none" or control_mean is None:
+        return value
+    if mode == "control_difference":
+        return value - control_mean
+    return value / control_mean if control_mean != 0.0 else value

@@ -24,6 +24,7 @@ from api.models import (
 from api.notation import mutations
 from api.schemas.campaigns import CampaignCreate
 from api.services import campaigns as campaign_service
+from api.services.sequences import normalization
 from llome_core import replicates
 from llome_core.optimizer import Candidate as CoreCandidate
 from llome_core.optimizer import Key, Labelled
@@ -89,9 +90,11 @@ class LabelRows:
 
 def labels(session: Session, campaign_id: int, *, unobserved_only: bool) -> LabelRows:
     """The campaign's current labels, one per sequence (the mean of its current replicates,
+    each normalised against its batch's controls when the campaign normalises:
     ``llome_core.replicates``), in the order the sequences were first measured;
     ``unobserved_only``: the sequences with a measurement no optimizer step has been told yet
     (``ids`` are those measurements)."""
+    mode, controls = normalization(session, campaign_id)
     current = (Measurement.campaign_id == campaign_id, Measurement.superseded_at.is_(None))
     q = (
         select(
@@ -100,6 +103,7 @@ def labels(session: Session, campaign_id: int, *, unobserved_only: bool) -> Labe
             Measurement.value,
             Measurement.feasible,
             Measurement.observed_round,
+            Measurement.batch_id,
         )
         .join(Sequence, Sequence.id == Measurement.sequence_id)
         .where(*current)
@@ -112,7 +116,9 @@ def labels(session: Session, campaign_id: int, *, unobserved_only: bool) -> Labe
         q = q.where(Measurement.sequence_id.in_(fresh))
     groups: dict[str, list[tuple[float | None, bool]]] = {}
     ids: list[int] = []
-    for mid, text, value, feasible, observed in session.execute(q).tuples():
+    for mid, text, value, feasible, observed, batch_id in session.execute(q).tuples():
+        if value is not None and batch_id is not None:
+            value = replicates.normalized(value, controls.get(batch_id), mode)
         groups.setdefault(text, []).append((value, bool(feasible)))
         if not unobserved_only or observed is None:
             ids.append(mid)

@@ -224,6 +224,10 @@ class CampaignCreate(Strict):
     rounds: int = Field(_LOOP.rounds, ge=1, le=1000)
     seed: int = Field(_LOOP.seed, ge=0, le=2**31 - 1, description="the campaign's random seed")
     stop: StopParams = Field(default_factory=StopParams)
+    normalize: Literal["none", "control_ratio", "control_difference"] = Field(
+        "none", description="plate effects: train on each batch's scores divided by "
+        "(control_ratio) or minus (control_difference) the mean of that batch's control "
+        "measurements (optimizer.controls); raw values are kept and shown beside them")
     notify_url: str | None = Field(None, max_length=2000, description="POST a signed JSON here "
                                    "on each event (the operator's LLOME_NOTIFY_ALLOWED_HOSTS)")
     notify_events: list[NotifyEvent] | None = Field(None, description="which events (default: all)")
@@ -247,6 +251,9 @@ class CampaignCreate(Strict):
 
     @model_validator(mode="after")
     def _fits(self) -> "CampaignCreate":
+        if self.normalize != "none" and not self.optimizer.controls:
+            raise ValueError(f"normalize {self.normalize!r} needs controls on every batch: set "
+                             "optimizer.controls (e.g. the parent sequence, or 'best')")
         if isinstance(self.optimizer, LlomeParams):
             # The core's defaults that follow the batch size (the replay rule, the refinement
             # budget), resolved and stored in the spec, so GET /campaigns/{id} shows the values

@@ -16,6 +16,7 @@ from llome_core import replicates
 EXPORT_COLUMNS = [
     "sequence_id", "status", "sequence", "score", "feasible", "round", "candidate_id", "batch_id",
     "source", "upload_id", "upload_row", "measured_at", "label", "replicates", "label_se",
+    "normalized",
 ]
 
 
@@ -36,6 +37,25 @@ def page(session: Session, campaign: Campaign, *, cursor: int | None, limit: int
         for m, text, rnd in rows
     ]
     return items, next_cursor
+
+
+def control_means(session: Session, campaign_id: int) -> dict[int, float]:
+    """The mean control measurement of each batch whose controls were measured (the plate
+    reference of ``normalize``)."""
+    q = (
+        select(Candidate.batch_id, func.avg(Candidate.control_score))
+        .where(Candidate.campaign_id == campaign_id, Candidate.is_control.is_(True),
+               Candidate.control_score.is_not(None))
+        .group_by(Candidate.batch_id)
+    )
+    return {bid: float(mean) for bid, mean in session.execute(q).tuples()}
+
+
+def normalization(session: Session, campaign_id: int) -> tuple[str, dict[int, float]]:
+    """The campaign's ``normalize`` mode and, unless it is "none", its batches' control means."""
+    spec = session.scalar(select(Campaign.spec).where(Campaign.id == campaign_id)) or {}
+    mode = spec.get("normalize", "none")
+    return mode, (control_means(session, campaign_id) if mode != "none" else {})
 
 
 EXPORT_PAGE = 2000  # sequences per short read transaction of an export
@@ -67,12 +87,20 @@ def export_csv(factory: sessionmaker[Session], campaign_id: int) -> Iterator[str
             )
             out = []
             found = session.execute(q).tuples().all()
+            mode, controls = normalization(session, campaign_id)
+
+            def plate(m: Measurement) -> float | None:  # the value the optimizer learns from
+                if m.value is None or mode == "none" or m.batch_id is None:
+                    return m.value
+                return replicates.normalized(m.value, controls.get(m.batch_id), mode)
+
             # Each row is one measurement; label, replicates and label_se are its sequence's
-            # (the mean of its current replicates), the same on each of them.
+            # (the mean of its current replicates, normalised when the campaign normalises),
+            # the same on each of them; normalized is this measurement's normalised value.
             groups: dict[int, dict[int, tuple[float | None, bool]]] = {}
             for sid, _text, m, *_rest in found:
                 if m is not None:  # by id: a sequence proposed twice joins each label twice
-                    groups.setdefault(sid, {})[m.id] = (m.value, m.feasible)
+                    groups.setdefault(sid, {})[m.id] = (plate(m), m.feasible)
             labels = {sid: replicates.combine(list(g.values())) for sid, g in groups.items()}
             for sid, text, m, cid, cstatus, batch in found:
                 label = labels.get(sid)
@@ -84,6 +112,7 @@ def export_csv(factory: sessionmaker[Session], campaign_id: int) -> Iterator[str
                     m.created_at.isoformat() if m else None,
                     label.value if label else None, label.n if label else None,
                     label.se if label else None,
+                    plate(m) if m is not None and mode != "none" else None,
                 ])
             return out, last
 
