@@ -65,7 +65,7 @@ TINY_DEFAULTS: dict[str, tuple[str, float, int]] = {
 # alike, 0% parsed at step 40 and 100% at every check from step 50 to 220 (on the paper instance
 # 100% feasible from step 70). 80 steps keeps a margin over 50. Unless
 # TrainConfig.first_round_epochs is set, round 1 of a tiny model runs one epoch or this many
-# steps, whichever is more, within the cap.
+# steps (TrainConfig.first_round_min_steps overrides it), whichever is more, within the cap.
 TINY_FIRST_ROUND_MIN_STEPS = 80
 TINY_FIRST_ROUND_MAX_EPOCHS = 20
 # Fraction of the steps used to warm up DPO on a tiny model (the paper's 150 steps can exceed a
@@ -87,7 +87,8 @@ class Resolved:
     learning_rate: float
     batch_size: int
     epochs: int
-    first_round_epochs: int | None  # None: at least TINY_FIRST_ROUND_MIN_STEPS steps
+    first_round_epochs: int | None  # None: at least first_round_min_steps steps
+    first_round_min_steps: int = TINY_FIRST_ROUND_MIN_STEPS
 
     def steps_for_round(self, round_index: int, steps_per_epoch: int) -> int:
         """Optimizer steps of round ``round_index`` (0 = the first round) given its steps per
@@ -96,7 +97,7 @@ class Resolved:
             return self.epochs * steps_per_epoch
         if self.first_round_epochs is not None:
             return self.first_round_epochs * steps_per_epoch
-        floor = min(TINY_FIRST_ROUND_MAX_EPOCHS * steps_per_epoch, TINY_FIRST_ROUND_MIN_STEPS)
+        floor = min(TINY_FIRST_ROUND_MAX_EPOCHS * steps_per_epoch, self.first_round_min_steps)
         return max(self.epochs * steps_per_epoch, floor)
 
 
@@ -119,7 +120,12 @@ def resolve(config: TrainConfig, objective: str, is_tiny_model: bool) -> Resolve
         first = config.epochs
     if first is not None and first < 1:
         raise ValueError(f"first_round_epochs must be at least 1, got {first}")
-    return Resolved(objective, optim, lr, batch, config.epochs, first)
+    floor = config.first_round_min_steps
+    if floor is None:
+        floor = TINY_FIRST_ROUND_MIN_STEPS
+    if floor < 1:
+        raise ValueError(f"first_round_min_steps must be at least 1, got {floor}")
+    return Resolved(objective, optim, lr, batch, config.epochs, first, floor)
 
 
 @dataclass

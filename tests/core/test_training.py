@@ -184,6 +184,10 @@ def test_a_tiny_models_first_round_runs_enough_steps_to_learn_the_format():
     fixed = resolve(TrainConfig(first_round_epochs=4), "sft", is_tiny_model=True)
     assert fixed.steps_for_round(0, steps_per_epoch=3) == 12
     assert resolve(TrainConfig(), "sft", is_tiny_model=False).steps_for_round(0, 7) == 7
+    longer = resolve(TrainConfig(first_round_min_steps=240), "sft", is_tiny_model=True)
+    assert longer.steps_for_round(0, steps_per_epoch=48) == 240  # e.g. for free decoding
+    with pytest.raises(ValueError, match="first_round_min_steps"):
+        resolve(TrainConfig(first_round_min_steps=0), "sft", is_tiny_model=True)
 
 
 @pytest.mark.parametrize("fallback", ["final", "start"])
