@@ -34,6 +34,10 @@ class CandidateDetail(BaseModel):
     reference_mutations: str | None = Field(None, description="against the campaign's reference sequence")
     score: float | None = None
     feasible: bool | None = None
+    label: float | None = Field(None, description="its sequence's label: the mean of the current "
+                                "replicates (this result and any other measurement of it)")
+    replicates: int = Field(0, description="current measurements of its sequence")
+    label_se: float | None = Field(None, description="standard error of the label")
     is_control: bool = False
     control_score: float | None = None
     released_at: datetime | None = None

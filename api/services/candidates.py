@@ -32,6 +32,7 @@ from api.notation import parse_ttl
 from api.schemas.candidates import CandidateDetail
 from api.services import campaigns as campaign_service
 from api.services import notifications
+from llome_core import replicates
 
 TEMPLATE_COLUMNS = ["candidate_id", "sequence", "mutant", "score", "status"]
 def reference_of(campaign: Campaign) -> str | None:
@@ -144,6 +145,9 @@ def detail(session: Session, campaign: Campaign, cand: Candidate) -> CandidateDe
     assert batch is not None and text is not None
     label = session.scalar(select(Measurement).where(Measurement.candidate_id == cand.id)
                            .order_by(Measurement.id.desc()).limit(1))
+    live = session.execute(select(Measurement.value, Measurement.feasible).where(
+        Measurement.sequence_id == cand.sequence_id, Measurement.superseded_at.is_(None))).all()
+    mean = replicates.combine([(v, bool(f)) for v, f in live]) if live else None
     return CandidateDetail(
         id=cand.id, candidate_id=cand.id, batch_id=cand.batch_id, sequence=text, status=cand.status,
         round=batch.round, parent_sequence=cand.parent, seed=cand.trajectory_seed,
@@ -152,7 +156,8 @@ def detail(session: Session, campaign: Campaign, cand: Candidate) -> CandidateDe
         log_likelihood=cand.log_likelihood, mutations=cand.mutations,
         reference_sequence=reference_of(campaign), reference_mutations=cand.reference_mutations,
         score=label.value if label else None, feasible=label.feasible if label else None,
-        is_control=bool(cand.is_control), control_score=cand.control_score,
+        label=mean.value if mean else None, replicates=len(live),
+        label_se=mean.se if mean else None, is_control=bool(cand.is_control), control_score=cand.control_score,
         released_at=cand.released_at, status_changed_at=cand.status_changed_at,
         created_at=cand.created_at,
     )

@@ -101,3 +101,33 @@ def test_a_ga_campaign_runs_on_seed_data_with_replicates(client, runtime, publis
     )
     drain(runtime, publisher)
     assert client.get(f"/campaigns/{cid}").json()["status"] == "awaiting_labels"
+
+
+def test_the_candidate_page_shows_its_sequences_label_with_n_and_se(
+    client, runtime, publisher
+) -> None:
+    from tests.service.test_candidates import seeded_batch
+
+    cid, batch = seeded_batch(client, runtime, publisher)
+    cand = batch["candidates"][0]
+    for score in ("0.2", "0.4"):  # the result, then a re-test sent as more data
+        r = client.post(
+            f"/campaigns/{cid}/batches/{batch['id']}/results"
+            if score == "0.2"
+            else f"/campaigns/{cid}/measurements",
+            files={
+                "file": (
+                    "r.csv",
+                    (
+                        f"candidate_id,score\n{cand['candidate_id']},{score}\n"
+                        if score == "0.2"
+                        else f"sequence,score\n{cand['sequence']},{score}\n"
+                    ).encode(),
+                    "text/csv",
+                )
+            },
+        )
+        assert r.status_code == 201, r.text
+    detail = client.get(f"/campaigns/{cid}/candidates/{cand['candidate_id']}").json()
+    assert detail["score"] == 0.2 and detail["replicates"] == 2
+    assert detail["label"] == pytest.approx(0.3) and detail["label_se"] == pytest.approx(0.1)
