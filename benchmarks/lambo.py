@@ -37,6 +37,10 @@ the driver is poli-baselines' ``LaMBO2`` solver, cortex's ``LaMBO`` does each st
 - ``allow_length_change False``; ``random_seed 0`` (we run seeds 0, 1, 2); bf16/16-bit precision on
   a GPU in the authors' runs, fp32 here (CPU).
 
+``prescient-design/cortex`` itself holds no Ehrlich config: its ``LaMBO`` class and tutorial
+defaults (8 mutations per step, 4 guidance updates, step 0.1, KL weight 0.25) are what the sweep
+above overrides; cortex's ``LaMBO`` code is used as is.
+
 What differs here: fp32 on the CPU; Hamming instead of edit distance in the farthest-first
 traversal (equal-length sequences, no gaps allowed); no wandb. On these 2 shared cores one round
 with the authors' settings takes hours (see the README), so ``--profile cpu`` keeps every setting
