@@ -14,8 +14,9 @@ The authors' settings for LaMBO-2 on Ehrlich functions (bbo-bench ``config/wandb
 reproduce_llome_lambo_results.yaml`` over ``config/hydra/optimizer/lambo2.yaml`` and its parts;
 the driver is poli-baselines' ``LaMBO2`` solver, cortex's ``LaMBO`` does each step):
 
-- instances: the six of the sweep, instance seed 50494; the seed data is the authors' presolved
-  GA data package (we make the same data with our GA, bit for bit holo's);
+- instances: the six of the sweep, instance seed 50494; seed data: the authors' presolved GA data
+  package (zenodo 14926734); we make ours with our GA (holo's algorithm), as ``llome bench llome``
+  does, so LaMBO-2 and LLOME start from the same data;
 - ``num_opt_steps 12`` rounds in the sweep; we run 10, the LLOME budget (10,000 + 10 x 2000);
 - ``optimizer.num_samples 2000``: candidate points and solutions per round (the batch);
 - ``optimizer.num_steps 64``: LaMBO steps (guided diffusion steps) per round;
