@@ -5,7 +5,7 @@ batch with ``ask(n)``, has it measured, and hands the labels back with ``tell(la
 ``drop(sequences, reason)`` says a proposed sequence will get no label (withdrawn by the lab,
 known elsewhere): it is never proposed again, and for the genetic algorithm it counts as failed.
 Between two calls the optimizer's whole state is ``state()``, a JSON-able dict, so a campaign can
-stop for days (a wet lab) or after a crash and resume bit for bit (:func:`from_state`).
+stop for days (a wet lab) or after a crash and resume bit for bit (:func:`llome_core.resume.from_state`).
 
 Batch composition (:func:`compose`) is part of ``ask``: every driver gets the same batch for the
 same state, seed and arguments.
@@ -13,9 +13,8 @@ same state, seed and arguments.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -180,26 +179,5 @@ class Optimizer(Protocol):
         ...
 
     def state(self) -> dict[str, Any]:
-        """The whole state as JSON-able data; :func:`from_state` resumes it."""
+        """The whole state as JSON-able data; :func:`llome_core.resume.from_state` resumes it."""
         ...
-
-
-def from_state(
-    d: dict[str, Any],
-    *,
-    workdir: str | Path | None = None,
-    feasible: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    device: str | None = None,
-) -> Optimizer:
-    """The optimizer whose ``state()`` is ``d``: the GA (``kind`` "ga") or the LLOME loop, which
-    also needs its ``workdir``, the oracle's ``feasible`` constraint when known, and the
-    ``device`` to run on (default: the one in the state)."""
-    if d.get("kind") == "ga":
-        from llome_core.ga import GeneticOptimizer
-
-        return GeneticOptimizer.from_state(d)
-    from llome_core.loop import LlomeLoop
-
-    if workdir is None:
-        raise ValueError("resuming a LLOME loop needs its workdir (checkpoints are written there)")
-    return LlomeLoop.from_state(d, workdir, feasible=feasible, device=device)

@@ -175,7 +175,7 @@ def test_free_decoding_runs_the_round_with_the_papers_sampler(ehrlich, seed_data
 
 def test_from_state_resumes_either_optimizer_by_its_kind(seed_data, tmp_path):
     from llome_core.ga import GeneticOptimizer
-    from llome_core.optimizer import from_state
+    from llome_core.resume import from_state
 
     loop = LlomeLoop(small_config("sft"), num_states=STATES, dim=DIM, workdir=tmp_path)
     loop.tell(seed_data)
