@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from llome_cli import main
 from api.config import get_settings
 from api.db import session_scope
 from api.models import Campaign, Round
 from api.services import models as model_registry
 from api.services.campaigns import spec_of
+from llome_cli import main
 from tests.conftest import drain, make_key
 from tests.service.test_campaigns import TINY_EHRLICH, ehrlich_campaign
 
