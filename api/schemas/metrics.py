@@ -22,6 +22,11 @@ class RoundMetrics(BaseModel):
     mean_score: float | None = Field(None, description="infeasible sequences count as 0")
     best_score: float | None = Field(None, description="best of this round")
     best_so_far: float | None = None
+    best_label: float | None = Field(None, description="the best label (the mean of a sequence's "
+                                     "current replicates) among the round's sequences")
+    best_label_n: int | None = Field(None, description="replicates behind best_label")
+    best_label_se: float | None = Field(None, description="standard error of best_label")
+    replicated: int = Field(0, description="the round's sequences with two or more replicates")
     regret: float | None = Field(None, description="1 - best_so_far (Ehrlich only)")
     mean_regret: float | None = Field(None, description="1 - mean_score (Ehrlich only)")
     train: dict | None = None

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from api.csvio import write_rows
 from api.models import Batch, Campaign, Job, JobStatus, Measurement, OracleKind, Round
 from api.schemas.metrics import MetricsRead, RoundMetrics, StepCost
+from llome_core import replicates
 
 
 def compute(session: Session, campaign: Campaign) -> MetricsRead:
@@ -29,6 +30,7 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
         .group_by(Measurement.batch_id)
     )
     by_batch = {b: (n, nf, mean, best) for b, n, nf, mean, best in session.execute(agg).tuples()}
+    best_labels = _best_labels(session, campaign.id)
     batches = list(session.scalars(
         select(Batch).where(Batch.campaign_id == campaign.id).order_by(Batch.round)
     ))
@@ -36,6 +38,7 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
     costs = step_costs(session, campaign)
 
     out: list[RoundMetrics] = []
+    batch_of: dict[int, int | None] = {0: None, **{b.round: b.id for b in batches}}
     calls = 0
     best_so_far: float | None = None
 
@@ -54,6 +57,7 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
             unique_fraction=float(unique) if unique is not None else None,
             mean_score=float(mean) if mean is not None else None,
             best_score=best, best_so_far=best_so_far,
+            **best_labels.get(batch_of.get(number), {}),
             regret=(1.0 - best_so_far) if ehrlich and best_so_far is not None else (1.0 if ehrlich and n else None),
             mean_regret=(1.0 - float(mean)) if ehrlich and mean is not None else None,
             train=(rnd.train_metrics if rnd else None), proposal=proposal,
@@ -70,6 +74,33 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
         n, nf, mean, best = by_batch.get(b.id, (0, 0, None, None))
         row(b.round, n, nf or 0, mean, best, b.size, n)
     return MetricsRead(campaign_id=campaign.id, objective="regret" if ehrlich else "score", rounds=out)
+
+
+def _best_labels(session: Session, campaign_id: int) -> dict[int | None, dict[str, Any]]:
+    """Per batch (None: seed data), the best label among its sequences (each sequence's label is
+    the mean of all its current replicates, wherever they came from) with its n and SE, and how
+    many of its sequences have replicates."""
+    groups: dict[int, list[tuple[float | None, bool]]] = {}
+    batches_of: dict[int | None, set[int]] = {}
+    for batch_id, sid, value, feasible in session.execute(
+        select(Measurement.batch_id, Measurement.sequence_id, Measurement.value,
+               Measurement.feasible)
+        .where(Measurement.campaign_id == campaign_id, Measurement.superseded_at.is_(None))
+    ).tuples():
+        groups.setdefault(sid, []).append((value, bool(feasible)))
+        batches_of.setdefault(batch_id, set()).add(sid)
+    labels = {sid: replicates.combine(g) for sid, g in groups.items()}
+    out: dict[int | None, dict[str, Any]] = {}
+    for batch_id, sids in batches_of.items():
+        feasible = [labels[s] for s in sids if labels[s].value is not None]
+        best = max(feasible, key=lambda lab: lab.value or 0.0) if feasible else None
+        out[batch_id] = {
+            "best_label": best.value if best else None,
+            "best_label_n": best.n if best else None,
+            "best_label_se": best.se if best else None,
+            "replicated": sum(labels[s].n > 1 for s in sids),
+        }
+    return out
 
 
 def step_costs(session: Session, campaign: Campaign) -> dict[int, dict[str, StepCost]]:

@@ -57,6 +57,10 @@ def test_the_label_is_the_mean_of_current_replicates_everywhere(client, session_
     assert fed.values[fed.texts.index("ACDEFG")] == pytest.approx(0.5)
     h = client.get(f"/campaigns/{cid}/sequences/{sid}/history").json()
     assert (h["replicates"], h["label"]) == (3, pytest.approx(0.5))
+    seed_round = client.get(f"/campaigns/{cid}/metrics").json()["rounds"][0]
+    assert seed_round["best_label"] == pytest.approx(1.81)  # CCCCCC, its far replicate kept
+    assert (seed_round["best_label_n"], seed_round["replicated"]) == (5, 2)
+    assert seed_round["best_label_se"] == pytest.approx(0.7982, abs=1e-4)
 
 
 def test_a_correction_supersedes_one_replicate(client) -> None:
