@@ -162,7 +162,8 @@ def install_handlers(app: FastAPI) -> None:
     async def _out_of_range(request: Request, exc: DataError) -> JSONResponse:
         # A value the database cannot hold: the client's mistake, not a server error. An id in
         # the path past the database's integers names nothing that exists: 404.
-        ids = [v for k, v in request.path_params.items() if k.endswith("_id")]
+        # A path id is text, or already an int where the route's path converts it.
+        ids = [str(v) for k, v in request.path_params.items() if k.endswith("_id")]
         if any(not v.lstrip("-").isdigit() or not -(2**31) <= int(v) < 2**31 for v in ids):
             return problem(404, "Not found", f"{request.url.path} does not exist", request.url.path)
         return problem(422, "Invalid request",
