@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CampaignDep, SessionDep
-from api.routes.campaigns import Cursor, Limit, parse_cursor
+from api.routes import Cursor, Limit, parse_cursor
 from api.schemas.common import PROBLEM_RESPONSES, Page
 from api.services import notifications as service
 from api.services.notifications import NotificationRead
