@@ -13,7 +13,7 @@ import sys
 # name -> "module:function"; each function takes the remaining argv and parses its own flags.
 COMMANDS: dict[str, str] = {
     "serve": "llome_cli.serve:serve_main",
-    "worker": "worker.app:worker_main",
+    "worker": "llome_cli.worker:worker_main",
     "db": "llome_cli.db:db_main",
     "keys": "llome_cli.keys:keys_main",
     "models": "api.services.models:models_main",

@@ -1,21 +1,21 @@
-"""The Celery app, built from Settings, and ``llome worker``.
+"""The Celery app, built from Settings, and its recovery sweep.
 
-``llome worker --queues gpu,cpu`` starts a worker on the settings' Redis broker (``REDIS_URL``);
-``celery -A worker.app worker`` works too (the module-level ``app`` is built on first access).
+``llome worker --queues gpu,cpu`` (``llome_cli.worker``) starts a worker on the settings' Redis
+broker (``REDIS_URL``); ``celery -A worker.app worker`` works too (the module-level ``app`` is
+built on first access).
 Queues: ``gpu`` (train, generate: run one at a time, solo pool) and ``cpu`` (orchestration,
 seeding, Ehrlich labelling).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import threading
 from typing import Any
 
 from api.config import Settings, get_settings
-from api.services.jobs import Queue, make_celery
+from api.services.jobs import make_celery
 from worker.runtime import Runtime
 
 log = logging.getLogger("llome.worker")
@@ -64,71 +64,6 @@ class RecoveryLoop:
             self._stop.wait(self.rt.settings.recovery_interval_s)
 
 
-def worker_main(argv: list[str]) -> int:
-    """``llome worker [--queues gpu,cpu] [--pool solo|threads] [--concurrency N] [--threads N]``."""
-    parser = argparse.ArgumentParser(prog="llome worker", description="Start a Celery worker.")
-    parser.add_argument(
-        "--queues",
-        "-Q",
-        default=f"{Queue.GPU},{Queue.CPU}",
-        help="comma-separated queues to consume (default: gpu,cpu)",
-    )
-    parser.add_argument(
-        "--pool",
-        "-P",
-        default="solo",
-        choices=["solo", "threads"],
-        help="solo (default: one task at a time, no fork after torch) or threads",
-    )
-    parser.add_argument("--concurrency", "-c", type=int, default=1)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch intra-op threads (default: TORCH_THREADS setting or torch's own)",
-    )
-    parser.add_argument("--loglevel", "-l", default="INFO")
-    parser.add_argument("--hostname", "-n", default=None)
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    if settings.redis_url is None:
-        parser.error(
-            "REDIS_URL is not set: a separate worker needs a broker (the embedded "
-            "`llome serve` runs its own worker)"
-        )
-    threads = args.threads or settings.torch_threads
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    logging.basicConfig(
-        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = create_celery_app(settings)
-    recovery = RecoveryLoop(app.llome_runtime).start()
-    worker_args = [
-        "worker",
-        "--queues",
-        args.queues,
-        "--pool",
-        args.pool,
-        "--concurrency",
-        str(args.concurrency),
-        "--loglevel",
-        args.loglevel,
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    if args.hostname:
-        worker_args += ["--hostname", args.hostname]
-    try:
-        app.worker_main(worker_args)
-    finally:
-        app.llome_runtime.stopping.set()
-        recovery.stop()
-    return 0
-
-
 app: Any  # declared for type checkers; made by __getattr__ on first use
 
 
@@ -139,9 +74,3 @@ def __getattr__(name: str) -> Any:
         app = create_celery_app()
         return app
     raise AttributeError(name)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    sys.exit(worker_main(sys.argv[1:]))
