@@ -117,7 +117,7 @@ def unique_rows(labelled: Labelled) -> Labelled:
 
 def max_mismatches(threshold: float, length: int) -> int:
     """Largest mismatch count whose normalized distance is at most ``threshold``."""
-    return int(math.floor(threshold * length + 1e-9))
+    return math.floor(threshold * length + 1e-9)
 
 
 def nearest_neighbours(sequences: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +149,7 @@ def _split_sizes(m: int, config: TrainConfig) -> int:
     """Number of held-out rows for ``m`` examples (5%, at least 1 when there are 2+, capped)."""
     if m < 2:
         return 0
-    held = max(1, int(round(config.heldout_fraction * m)))
+    held = max(1, round(config.heldout_fraction * m))
     return min(held, config.heldout_max, m - 1)
 
 
@@ -167,7 +167,7 @@ def _cap_and_shuffle(
     ok = torch.nonzero(~infeasible).flatten()
     bad = torch.nonzero(infeasible).flatten()
     if cap < 1.0:
-        limit = int(round(ok.numel() * cap / (1.0 - cap)))
+        limit = round(ok.numel() * cap / (1.0 - cap))
         if bad.numel() > limit:
             bad = bad[torch.randperm(bad.numel(), generator=generator)[:limit]].sort().values
     keep = torch.cat([ok, bad])
@@ -187,9 +187,7 @@ def _no_pairs_message(
     )
 
 
-def make_pairs(
-    labelled: Labelled, config: TrainConfig, generator: torch.Generator
-) -> Examples:
+def make_pairs(labelled: Labelled, config: TrainConfig, generator: torch.Generator) -> Examples:
     """PropEn pairs (SFT, MargE, REINFORCE): neighbour pairs with different scores, worse -> better.
 
     Raises :class:`NoTrainingPairs` when there is none.
@@ -222,7 +220,10 @@ def make_pairs(
     if order.numel() == 0:
         raise NoTrainingPairs(
             _no_pairs_message(
-                n, length, config, "pairs",
+                n,
+                length,
+                config,
+                "pairs",
                 " other than infeasible ones (pairs that start from an infeasible sequence are "
                 f"capped at {config.infeasible_cap:.0%} of the set)",
             )
@@ -242,9 +243,7 @@ def make_pairs(
     )
 
 
-def make_triples(
-    labelled: Labelled, config: TrainConfig, generator: torch.Generator
-) -> Examples:
+def make_triples(labelled: Labelled, config: TrainConfig, generator: torch.Generator) -> Examples:
     """Preference triples (DPO): ``(x, y_w, y_l)`` in x's neighbourhood with f(y_w) > f(x) >= f(y_l).
 
     y_l may be x itself. Triples with an infeasible x or y_l are capped like infeasible pairs.
@@ -273,7 +272,10 @@ def make_triples(
     if order.numel() == 0:
         raise NoTrainingPairs(
             _no_pairs_message(
-                n, length, config, "triples",
+                n,
+                length,
+                config,
+                "triples",
                 " other than through infeasible sequences (triples with an infeasible input or "
                 f"rejected sequence are capped at {config.infeasible_cap:.0%} of the set)",
             )

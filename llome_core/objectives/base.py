@@ -110,7 +110,10 @@ def sequence_logprobs(
     sums, counts = [], []
     try:
         for start in range(0, len(records), batch_size):
-            chunk = [tokenize_pair(tokenizer, r["prompt"], r["completion"]) for r in records[start : start + batch_size]]
+            chunk = [
+                tokenize_pair(tokenizer, r["prompt"], r["completion"])
+                for r in records[start : start + batch_size]
+            ]
             width = max(len(ids) for ids, _ in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             labels = torch.full((len(chunk), width), -100, dtype=torch.long)

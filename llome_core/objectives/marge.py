@@ -49,8 +49,13 @@ class MargETrainer(RewardTrainer):
         # A configured batch of 1 was refused at construction; a remainder batch of 1 at the end
         # of the epoch is allowed (its weight is 1, as for any single example).
         loss = marge_loss(
-            logp, ref_logp, num_tokens, reward,
-            alpha=self.alpha, beta=self.beta, allow_batch_of_one=True,
+            logp,
+            ref_logp,
+            num_tokens,
+            reward,
+            alpha=self.alpha,
+            beta=self.beta,
+            allow_batch_of_one=True,
         )
         with torch.no_grad():
             w = self_normalized_weights(logp, ref_logp)

@@ -59,7 +59,12 @@ class ReinforceTrainer(RewardTrainer):
 
     def objective(self, logp, num_tokens, reward, ref_logp):
         return reinforce_loss(
-            logp, num_tokens, reward,
-            alpha=self.alpha, beta=self.beta, weighted=self.weighted, ref_logp=ref_logp,
+            logp,
+            num_tokens,
+            reward,
+            alpha=self.alpha,
+            beta=self.beta,
+            weighted=self.weighted,
+            ref_logp=ref_logp,
             allow_batch_of_one=True,
         )

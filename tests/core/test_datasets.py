@@ -67,7 +67,11 @@ def test_distance_exactly_at_the_threshold_pairs_and_one_more_does_not():
     x = [0] * L
     at = [1, 1] + [0] * (L - 2)  # 2 mismatches = 0.25
     beyond = [2, 2, 2] + [0] * (L - 3)  # 3 mismatches = 0.375
-    data = Labelled(torch.tensor([x, at, beyond]), torch.tensor([0.1, 0.5, 0.9]), torch.ones(3, dtype=torch.bool))
+    data = Labelled(
+        torch.tensor([x, at, beyond]),
+        torch.tensor([0.1, 0.5, 0.9]),
+        torch.ones(3, dtype=torch.bool),
+    )
     ex = make_pairs(data, TrainConfig(), gen())
     # x-at (2) and at-beyond (distance 3) vs x-beyond (3): only x -> at qualifies
     assert as_pairs(ex) == {(tuple(x), tuple(at))}
@@ -98,7 +102,9 @@ def test_equal_scores_never_pair_so_infeasible_sequences_are_only_inputs():
 
 def test_duplicate_sequences_are_dropped_keeping_the_first_label():
     seqs = torch.tensor([[0] * L, [1] + [0] * (L - 1), [0] * L])
-    data = Labelled(seqs, torch.tensor([0.2, 0.6, 0.9], dtype=torch.float64), torch.ones(3, dtype=torch.bool))
+    data = Labelled(
+        seqs, torch.tensor([0.2, 0.6, 0.9], dtype=torch.float64), torch.ones(3, dtype=torch.bool)
+    )
     uniq = unique_rows(data)
     assert uniq.sequences.tolist() == seqs[:2].tolist()
     assert uniq.values.tolist() == [0.2, 0.6]
@@ -140,7 +146,7 @@ def test_triples_follow_the_preference_rule_within_each_neighbourhood():
     ex = make_triples(data, cfg, gen())
     d = unique_rows(data)
     seqs, f = d.sequences.tolist(), d.values.tolist()
-    near = lambda a, b: sum(p != q for p, q in zip(seqs[a], seqs[b])) <= 2  # noqa: E731
+    near = lambda a, b: sum(p != q for p, q in zip(seqs[a], seqs[b])) <= 2
     expected = {
         (tuple(seqs[x]), tuple(seqs[w]), tuple(seqs[l]))
         for x in range(len(seqs))
@@ -207,7 +213,9 @@ def test_refinement_seeds_are_the_best_training_targets():
     seeds = refinement_seeds(ex, k=5)
     train_values = ex.target_values[: ex.num_train]
     top = train_values.sort(descending=True).values[:5]
-    lookup = {tuple(s): v for s, v in zip(ex.targets[: ex.num_train].tolist(), train_values.tolist())}
+    lookup = {
+        tuple(s): v for s, v in zip(ex.targets[: ex.num_train].tolist(), train_values.tolist())
+    }
     assert seeds.shape == (5, L)
     assert [lookup[tuple(s)] for s in seeds.tolist()] == top.tolist()
     many = refinement_seeds(ex, k=10_000)
@@ -241,10 +249,14 @@ def test_records_are_trl_standard_forms():
 def test_max_examples_keeps_a_uniform_sample_of_that_many_examples():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 3, (60, 8), generator=g)
-    data = Labelled(x, torch.rand(60, generator=g, dtype=torch.float64), torch.ones(60, dtype=torch.bool))
+    data = Labelled(
+        x, torch.rand(60, generator=g, dtype=torch.float64), torch.ones(60, dtype=torch.bool)
+    )
     for make in (make_pairs, make_triples):
         full = make(data, TrainConfig(), torch.Generator().manual_seed(1))
         capped = make(data, TrainConfig(max_examples=25), torch.Generator().manual_seed(1))
         assert len(full) > 25 and len(capped) == 25
         rows = {tuple(a + b) for a, b in zip(full.inputs.tolist(), full.targets.tolist())}
-        assert all(tuple(a + b) in rows for a, b in zip(capped.inputs.tolist(), capped.targets.tolist()))
+        assert all(
+            tuple(a + b) in rows for a, b in zip(capped.inputs.tolist(), capped.targets.tolist())
+        )

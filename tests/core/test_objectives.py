@@ -77,7 +77,7 @@ def test_reward_changes_the_marge_gradient():
     assert not torch.allclose(grad([0.5, 0.0]), grad([0.0, 0.5]))
     # With a batch of one the weight is identically 1: the reward never reaches the gradient,
     # which is why such batches are refused unless asked for.
-    one = dict(logp_values=[-4.0], ref=[-5.0], ntok=[2], allow=True)
+    one = {"logp_values": [-4.0], "ref": [-5.0], "ntok": [2], "allow": True}
     assert torch.allclose(grad([0.9], **one), grad([0.0], **one))
 
 
@@ -136,8 +136,14 @@ def pair_records(n: int = 4) -> list[dict]:
 def args_for(objective: str, tmp_path: Path, batch: int = 4) -> dict:
     resolved = resolve(TrainConfig(batch_size=batch), objective, is_tiny_model=True)
     return trainer_arguments(
-        output_dir=tmp_path, resolved=resolved, epochs=1, warmup_steps=0, seed=0,
-        device="cpu", bf16=False, has_eval=True,
+        output_dir=tmp_path,
+        resolved=resolved,
+        epochs=1,
+        warmup_steps=0,
+        seed=0,
+        device="cpu",
+        bf16=False,
+        has_eval=True,
     )
 
 
@@ -158,7 +164,10 @@ def test_extra_fields_reach_the_batch_as_tensors():
         return {"input_ids": torch.tensor([e["input_ids"] for e in examples])}
 
     batch = ExtraFieldsCollator(inner)(
-        [{"input_ids": [1, 2], "reward": 0.5, "ref_logp": -3.0}, {"input_ids": [3, 4], "reward": 0.0, "ref_logp": -1.0}]
+        [
+            {"input_ids": [1, 2], "reward": 0.5, "ref_logp": -3.0},
+            {"input_ids": [3, 4], "reward": 0.0, "ref_logp": -1.0},
+        ]
     )
     assert batch["reward"].tolist() == [0.5, 0.0]
     assert batch["ref_logp"].tolist() == [-3.0, -1.0]
@@ -173,7 +182,9 @@ def test_trainer_loss_equals_the_pure_loss_on_a_batch(objective, model, tokenize
         r["ref_logp"] = lp
     ds = Dataset.from_list(records)
     cfg = TrainConfig(batch_size=4, reinforce_weighted=False)
-    trainer = build_trainer(objective, model, tokenizer, cfg, args_for(objective, tmp_path), ds, ds, [])
+    trainer = build_trainer(
+        objective, model, tokenizer, cfg, args_for(objective, tmp_path), ds, ds, []
+    )
     batch = next(iter(trainer.get_eval_dataloader()))  # sequential: record order
     assert batch["reward"].tolist() == pytest.approx([r["reward"] for r in records])
     with torch.no_grad():
@@ -192,17 +203,35 @@ def test_marge_trainer_refuses_a_configured_batch_of_one(model, tokenizer, tmp_p
         r["ref_logp"] = -20.0
     ds = Dataset.from_list(records)
     with pytest.raises(ValueError, match="batch of 1"):
-        build_trainer("marge", model, tokenizer, TrainConfig(batch_size=1), args_for("marge", tmp_path, 1), ds, None, [])
+        build_trainer(
+            "marge",
+            model,
+            tokenizer,
+            TrainConfig(batch_size=1),
+            args_for("marge", tmp_path, 1),
+            ds,
+            None,
+            [],
+        )
     build_trainer(
-        "marge", model, tokenizer, TrainConfig(batch_size=1, allow_batch_of_one=True),
-        args_for("marge", tmp_path, 1), ds, None, [],
+        "marge",
+        model,
+        tokenizer,
+        TrainConfig(batch_size=1, allow_batch_of_one=True),
+        args_for("marge", tmp_path, 1),
+        ds,
+        None,
+        [],
     )
 
 
 def test_dpo_loss_through_trl_matches_the_hand_computation(model, tokenizer, tmp_path):
     g = torch.Generator().manual_seed(1)
     seqs = torch.randint(0, V, (3, 3, L), generator=g).tolist()
-    triples = [{"prompt": FMT.prompt(x), "chosen": FMT.answer(w), "rejected": FMT.answer(l)} for x, w, l in seqs]
+    triples = [
+        {"prompt": FMT.prompt(x), "chosen": FMT.answer(w), "rejected": FMT.answer(l)}
+        for x, w, l in seqs
+    ]
     ds = Dataset.from_list(triples)
     reference = copy.deepcopy(model)
     cfg = TrainConfig(batch_size=3)
