@@ -12,7 +12,12 @@ from api.errors import LlomeError
 
 # The paging query of every list (``api.services.paging``): ``next_cursor`` of the previous page.
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
-Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+# A cursor is the id a page ended at, as digits: the schema says so, so a client (or a fuzzer)
+# knows which strings can be one, and anything else is a 422 naming the parameter.
+Cursor = Annotated[
+    str | None,
+    Query(description="next_cursor of the previous page", pattern=r"^[0-9]{0,18}$"),
+]
 
 
 def parse_cursor(cursor: str | None) -> int | None:

@@ -240,7 +240,6 @@ def resume(session: Session, campaign: Campaign) -> None:
         _event(session, campaign, "resumed", CampaignStatus.PAUSED, campaign.status)
 
 
-
 def cancel(session: Session, campaign: Campaign) -> None:
     if campaign.status in TERMINAL_CAMPAIGN:
         raise InvalidState(f"campaign {campaign.id} is already {campaign.status}")
