@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         # psycopg 3 is the installed driver; accept the URLs people paste from elsewhere.
         for prefix in ("postgres://", "postgresql://"):
             if v.startswith(prefix):
-                return "postgresql+psycopg://" + v[len(prefix):]
+                return "postgresql+psycopg://" + v[len(prefix) :]
         return v
 
     @field_validator("redis_url")
@@ -99,7 +99,9 @@ class Settings(BaseSettings):
         """The hosts webhooks may go to (lower case)."""
         if self.notify_allowed_hosts is None:
             return frozenset({"127.0.0.1"}) if self.embedded_worker else frozenset()
-        return frozenset(h.strip().lower() for h in self.notify_allowed_hosts.split(",") if h.strip())
+        return frozenset(
+            h.strip().lower() for h in self.notify_allowed_hosts.split(",") if h.strip()
+        )
 
     @property
     def broker_url(self) -> str:

@@ -43,11 +43,16 @@ class UnreadableFile(InvalidUpload):
     at preview, its bytes not kept."""
 
 
-def raise_if_errors(errors: list[CsvError], what: str,
-                    error: type[InvalidUpload] = InvalidUpload) -> None:
+def raise_if_errors(
+    errors: list[CsvError], what: str, error: type[InvalidUpload] = InvalidUpload
+) -> None:
     if errors:
         shown = errors[:MAX_ERRORS]
-        more = f" (showing the first {MAX_ERRORS} of {len(errors)})" if len(errors) > MAX_ERRORS else ""
+        more = (
+            f" (showing the first {MAX_ERRORS} of {len(errors)})"
+            if len(errors) > MAX_ERRORS
+            else ""
+        )
         first = shown[0]
         where = f"row {first.row}" if first.row is not None else "file"
         raise error(
@@ -67,8 +72,17 @@ def decode_text(data: bytes, what: str) -> str:
         try:
             return data.decode("utf-16")
         except UnicodeDecodeError as exc:
-            raise_if_errors([CsvError(None, None, f"the file starts as UTF-16 but is not UTF-16 "
-                                      f"text (byte {exc.start})")], what, UnreadableFile)
+            raise_if_errors(
+                [
+                    CsvError(
+                        None,
+                        None,
+                        f"the file starts as UTF-16 but is not UTF-16 text (byte {exc.start})",
+                    )
+                ],
+                what,
+                UnreadableFile,
+            )
     # UTF-16 without a BOM: every other byte of ASCII text is zero.
     head = data[:4096]
     for encoding, zeros in (("utf-16-le", head[1::2]), ("utf-16-be", head[0::2])):
@@ -81,13 +95,34 @@ def decode_text(data: bytes, what: str) -> str:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         binary = head.count(0) > 0
-        raise_if_errors([CsvError(None, None, (
-            "the file is binary, not a CSV table (a spreadsheet? save it as CSV UTF-8)" if binary
-            else f"the file is not UTF-8 or UTF-16 text (byte {exc.start} is {data[exc.start]:#04x}"
-                 "; save it as CSV UTF-8)"))], what, UnreadableFile)
+        raise_if_errors(
+            [
+                CsvError(
+                    None,
+                    None,
+                    (
+                        "the file is binary, not a CSV table (a spreadsheet? save it as CSV UTF-8)"
+                        if binary
+                        else f"the file is not UTF-8 or UTF-16 text (byte {exc.start} is {data[exc.start]:#04x}"
+                        "; save it as CSV UTF-8)"
+                    ),
+                )
+            ],
+            what,
+            UnreadableFile,
+        )
     if "\x00" in text[:4096]:
-        raise_if_errors([CsvError(None, None, "the file is binary, not a CSV table (a "
-                                  "spreadsheet? save it as CSV UTF-8)")], what, UnreadableFile)
+        raise_if_errors(
+            [
+                CsvError(
+                    None,
+                    None,
+                    "the file is binary, not a CSV table (a spreadsheet? save it as CSV UTF-8)",
+                )
+            ],
+            what,
+            UnreadableFile,
+        )
     return text
 
 
@@ -104,7 +139,12 @@ def _delimiter(text: str, allowed: set[str]) -> str:
 
 
 def read_table(
-    data: bytes, *, allowed: set[str], required: list[set[str]], max_rows: int, what: str,
+    data: bytes,
+    *,
+    allowed: set[str],
+    required: list[set[str]],
+    max_rows: int,
+    what: str,
     numbers: frozenset[str] = frozenset({"score"}),
 ) -> CsvTable:
     """Parse ``data`` as a table with one header row, as spreadsheets save it: UTF-8 (with or
@@ -117,8 +157,11 @@ def read_table(
     """
     text = decode_text(data, what)
     if not text.strip():
-        raise_if_errors([CsvError(1, None, "the file is empty: expected a header row and data")],
-                        what, UnreadableFile)
+        raise_if_errors(
+            [CsvError(1, None, "the file is empty: expected a header row and data")],
+            what,
+            UnreadableFile,
+        )
     delimiter = _delimiter(text, allowed)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
     errors: list[CsvError] = []
@@ -131,9 +174,12 @@ def read_table(
         if not col:
             errors.append(CsvError(1, None, f"column {i + 1} has an empty header"))
         elif col not in allowed:
-            alone = " (separate columns with commas, semicolons or tabs)" if len(columns) == 1 else ""
-            errors.append(CsvError(1, col, f"unknown column {col!r}; expected "
-                                   f"{sorted(allowed)}{alone}"))
+            alone = (
+                " (separate columns with commas, semicolons or tabs)" if len(columns) == 1 else ""
+            )
+            errors.append(
+                CsvError(1, col, f"unknown column {col!r}; expected {sorted(allowed)}{alone}")
+            )
         elif columns.index(col) != i:
             errors.append(CsvError(1, col, f"column {col!r} appears twice"))
     for group in required:
@@ -149,8 +195,13 @@ def read_table(
             if not cells or all(not c.strip() for c in cells):
                 continue  # blank lines are not rows
             if len(cells) != len(columns):
-                errors.append(CsvError(row_no, None,
-                                       f"{len(cells)} cells, expected {len(columns)} (one per column)"))
+                errors.append(
+                    CsvError(
+                        row_no,
+                        None,
+                        f"{len(cells)} cells, expected {len(columns)} (one per column)",
+                    )
+                )
                 continue
             row = {c: v.strip() for c, v in zip(columns, cells)}
             if delimiter != ",":
@@ -163,8 +214,12 @@ def read_table(
                 raise PayloadTooLarge(
                     f"{what}: more than {max_rows} data rows (the limit, LLOME_MAX_UPLOAD_ROWS); "
                     "split the file. Nothing was stored.",
-                    errors=[CsvError(row_no, None, f"row {row_no} is over the limit of {max_rows} "
-                                     "data rows").as_dict()])
+                    errors=[
+                        CsvError(
+                            row_no, None, f"row {row_no} is over the limit of {max_rows} data rows"
+                        ).as_dict()
+                    ],
+                )
     except csv.Error as exc:
         errors.append(CsvError(row_no + 1, None, f"not valid CSV: {exc}"))
     if not rows and not errors:
@@ -185,13 +240,18 @@ def parse_score(cell: str, column: str = "score") -> float | None:
         return None
     if not NUMBER.fullmatch(cell):
         if cell.lower().lstrip("+-") in ("nan", "inf", "infinity"):
-            raise ValueError(f"{column} {cell!r} is not a finite number; mark failures with "
-                             "feasible=false")
-        raise ValueError(f"{column} {cell!r} is not a number (digits 0-9, an optional sign, "
-                         "decimal point and exponent, like -1.5e3)")
+            raise ValueError(
+                f"{column} {cell!r} is not a finite number; mark failures with feasible=false"
+            )
+        raise ValueError(
+            f"{column} {cell!r} is not a number (digits 0-9, an optional sign, "
+            "decimal point and exponent, like -1.5e3)"
+        )
     value = float(cell)
     if not math.isfinite(value):
-        raise ValueError(f"score {cell!r} is not a finite number; mark failures with feasible=false")
+        raise ValueError(
+            f"score {cell!r} is not a finite number; mark failures with feasible=false"
+        )
     return value
 
 

@@ -75,8 +75,11 @@ def make_engine(settings: Settings) -> Engine:
         _ensure_sqlite_dir(settings.database_url)
         pool: dict[str, Any] = {}
         if ":memory:" not in settings.database_url and "mode=memory" not in settings.database_url:
-            pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
-                    "pool_timeout": settings.db_pool_timeout_s}
+            pool = {
+                "pool_size": settings.db_pool_size,
+                "max_overflow": settings.db_max_overflow,
+                "pool_timeout": settings.db_pool_timeout_s,
+            }
         engine = create_engine(
             settings.database_url,
             # The embedded worker thread and the web threads share the file.
@@ -103,8 +106,13 @@ def make_engine(settings: Settings) -> Engine:
 
         return engine
     # pre_ping: the API and workers survive a Postgres restart without a stale-connection error.
-    return create_engine(settings.database_url, pool_pre_ping=True, pool_size=settings.db_pool_size,
-                         max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout_s)
+    return create_engine(
+        settings.database_url,
+        pool_pre_ping=True,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
+    )
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -113,7 +121,9 @@ def _ensure_sqlite_dir(url: str) -> None:
         Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
 
 
-def make_sessionmaker(engine: Engine, publisher: Callable[..., None] | None = None) -> sessionmaker[Session]:
+def make_sessionmaker(
+    engine: Engine, publisher: Callable[..., None] | None = None
+) -> sessionmaker[Session]:
     """Sessions whose ``after_commit`` callbacks run once the transaction is really committed
     (that is how tasks are enqueued: never before the rows they name are visible)."""
     factory = sessionmaker(bind=engine, expire_on_commit=False, info={"publisher": publisher})

@@ -62,9 +62,12 @@ FactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 
 
 # The Swagger UI "Authorize" button: paste the key (without "Bearer ").
-bearer = HTTPBearer(auto_error=False, scheme_name="APIKey",
-                    description="an API key from `llome keys create --lab NAME` "
-                                "(the embedded default writes its first key to .llome/api-key)")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="APIKey",
+    description="an API key from `llome keys create --lab NAME` "
+    "(the embedded default writes its first key to .llome/api-key)",
+)
 
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -78,8 +81,11 @@ def _unauthorized(request: Request, message: str) -> Unauthorized:
 
 def _presented_key(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None:
-        raise _unauthorized(request, "this route needs an API key: send the header 'Authorization: "
-                            "Bearer <key>' (create one with `llome keys create --lab NAME`)")
+        raise _unauthorized(
+            request,
+            "this route needs an API key: send the header 'Authorization: "
+            "Bearer <key>' (create one with `llome keys create --lab NAME`)",
+        )
     return credentials.credentials.strip()
 
 
@@ -107,8 +113,14 @@ def _limiter(request: Request) -> RateLimiter:
 LabDep = Annotated[Lab, Depends(get_lab)]
 
 
-def _campaign(request: Request, session: Session, campaign_id: int,
-              credentials: HTTPAuthorizationCredentials | None, *, lock: bool) -> Campaign:
+def _campaign(
+    request: Request,
+    session: Session,
+    campaign_id: int,
+    credentials: HTTPAuthorizationCredentials | None,
+    *,
+    lock: bool,
+) -> Campaign:
     # Key and campaign in one query (polling clients ask this many times a second); only a miss
     # asks again, to tell a bad key (401) from another lab's or a missing campaign (404, alike).
     key = _presented_key(request, credentials)
@@ -124,14 +136,17 @@ def _campaign(request: Request, session: Session, campaign_id: int,
     return campaign
 
 
-def get_campaign(campaign_id: int, request: Request, session: SessionDep, credentials: Credentials) -> Campaign:
+def get_campaign(
+    campaign_id: int, request: Request, session: SessionDep, credentials: Credentials
+) -> Campaign:
     """The campaign, if the key's lab owns it; another lab's campaign is a 404, exactly like one
     that does not exist; a bad key is a 401."""
     return _campaign(request, session, campaign_id, credentials, lock=False)
 
 
-def get_campaign_locked(campaign_id: int, request: Request, session: SessionDep,
-                        credentials: Credentials) -> Campaign:
+def get_campaign_locked(
+    campaign_id: int, request: Request, session: SessionDep, credentials: Credentials
+) -> Campaign:
     """The campaign row locked for this transaction: writers of one campaign take turns."""
     return _campaign(request, session, campaign_id, credentials, lock=True)
 
@@ -142,9 +157,14 @@ LockedCampaignDep = Annotated[Campaign, Depends(get_campaign_locked)]
 
 def get_idempotency(
     session: SessionDep,
-    key: Annotated[str | None, Header(
-        alias="Idempotency-Key", description="a retry with the same key and request returns the "
-        "first response; the same key with another request is a 422")] = None,
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="a retry with the same key and request returns the "
+            "first response; the same key with another request is a 422",
+        ),
+    ] = None,
 ) -> IdempotentRequest:
     """The creating POSTs' ``Idempotency-Key``: a retry gets the first response again."""
     return IdempotentRequest(session, key)

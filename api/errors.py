@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,7 +36,7 @@ class LlomeError(Exception):
         self.extra = extra
 
 
-class StoredResponse(Exception):  # noqa: N818 (not an error: a response sent again)
+class StoredResponse(Exception):
     """A retried idempotent request: its first response (status and JSON body) is sent again."""
 
     def __init__(self, status_code: int, body: dict[str, Any]):
@@ -50,7 +50,7 @@ class Unauthorized(LlomeError):
 
     status = 401
     title = "Unauthorized"
-    headers = {"WWW-Authenticate": "Bearer"}
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
 class NotFound(LlomeError):
@@ -93,9 +93,15 @@ class PayloadTooLarge(LlomeError):
     title = "Upload too large"
 
 
-def problem(status: int, title: str, detail: str, instance: str | None = None,
-            **fields: Any) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+def problem(
+    status: int, title: str, detail: str, instance: str | None = None, **fields: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if instance:
         body["instance"] = instance
     body.update({k: v for k, v in fields.items() if v is not None})
@@ -125,8 +131,9 @@ def _allowed(request: Request) -> list[str]:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(LlomeError)
     async def _llome(request: Request, exc: LlomeError) -> JSONResponse:
-        response = problem(exc.status, exc.title, exc.message, request.url.path, errors=exc.errors,
-                           **exc.extra)
+        response = problem(
+            exc.status, exc.title, exc.message, request.url.path, errors=exc.errors, **exc.extra
+        )
         response.headers.update(getattr(exc, "headers", {}))
         return response
 
@@ -137,8 +144,10 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _field_name(tuple(e.get("loc", ()))),
-             "reason": str(e.get("msg", "invalid")).removeprefix("Value error, ")}
+            {
+                "field": _field_name(tuple(e.get("loc", ()))),
+                "reason": str(e.get("msg", "invalid")).removeprefix("Value error, "),
+            }
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
@@ -166,15 +175,22 @@ def install_handlers(app: FastAPI) -> None:
         ids = [str(v) for k, v in request.path_params.items() if k.endswith("_id")]
         if any(not v.lstrip("-").isdigit() or not -(2**31) <= int(v) < 2**31 for v in ids):
             return problem(404, "Not found", f"{request.url.path} does not exist", request.url.path)
-        return problem(422, "Invalid request",
-                       "a value is outside what this service stores (integers are at most "
-                       "2147483647)", request.url.path)
+        return problem(
+            422,
+            "Invalid request",
+            "a value is outside what this service stores (integers are at most 2147483647)",
+            request.url.path,
+        )
 
     @app.exception_handler(PoolTimeout)
     async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
         # Every database connection stayed busy for db_pool_timeout_s: overload, not a bug.
-        response = problem(503, "Service busy", "no database connection came free in time; retry "
-                           "after the Retry-After seconds", request.url.path)
+        response = problem(
+            503,
+            "Service busy",
+            "no database connection came free in time; retry after the Retry-After seconds",
+            request.url.path,
+        )
         response.headers["Retry-After"] = "1"
         return response
 
@@ -183,8 +199,12 @@ def install_handlers(app: FastAPI) -> None:
         # SQLite (the embedded default) lets one writer in at a time; one that waited its busy
         # timeout is told to come back, not given a 500.
         if "database is locked" in str(exc.orig) or "database table is locked" in str(exc.orig):
-            response = problem(503, "Service busy", "the database is busy with another write; "
-                               "retry after the Retry-After seconds", request.url.path)
+            response = problem(
+                503,
+                "Service busy",
+                "the database is busy with another write; retry after the Retry-After seconds",
+                request.url.path,
+            )
             response.headers["Retry-After"] = "2"
             return response
         return await _unexpected(request, exc)
@@ -192,5 +212,9 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "Internal error", "an unexpected error occurred; see the server log",
-                       request.url.path)
+        return problem(
+            500,
+            "Internal error",
+            "an unexpected error occurred; see the server log",
+            request.url.path,
+        )

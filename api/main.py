@@ -9,7 +9,6 @@ import math
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -51,8 +50,9 @@ with an error, and uploading the same file twice stores it once.
 """
 
 
-def create_app(settings: Settings | None = None, *, publisher: Publisher | None = None,
-               migrate: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, publisher: Publisher | None = None, migrate: bool = True
+) -> FastAPI:
     """The app for ``settings``; ``publisher`` sends tasks (default: Celery on the settings'
     broker); ``migrate`` applies migrations at start (else it checks the schema is current)."""
     settings = settings or get_settings()
@@ -73,8 +73,13 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
         yield
         engine.dispose()
 
-    app = FastAPI(title="llome", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  generate_unique_id_function=operation_id)
+    app = FastAPI(
+        title="llome",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_sessionmaker(engine, publisher)
@@ -84,8 +89,19 @@ def create_app(settings: Settings | None = None, *, publisher: Publisher | None 
 
     app.add_middleware(Gate, settings=settings)
 
-    for module in (health, bundles, campaigns, measurements, batches, uploads, candidates, history,
-                   models, notifications, twins):
+    for module in (
+        health,
+        bundles,
+        campaigns,
+        measurements,
+        batches,
+        uploads,
+        candidates,
+        history,
+        models,
+        notifications,
+        twins,
+    ):
         app.include_router(module.router)
     from api.ui import install as install_ui
 
@@ -127,20 +143,30 @@ class Gate:
         length = headers.get(b"content-length", b"").decode("latin-1")
         limit = self.settings.max_upload_bytes + request_body.ENVELOPE_BYTES
         if length.isdigit() and int(length) > limit:
-            response = problem(413, "Upload too large",
-                               f"the request body has {length} bytes; uploads are limited to "
-                               f"{self.settings.max_upload_bytes} bytes (LLOME_MAX_UPLOAD_BYTES)", path)
+            response = problem(
+                413,
+                "Upload too large",
+                f"the request body has {length} bytes; uploads are limited to "
+                f"{self.settings.max_upload_bytes} bytes (LLOME_MAX_UPLOAD_BYTES)",
+                path,
+            )
             await response(scope, receive, send_with_id)
             return
         slots = self._semaphore()
         try:
             await asyncio.wait_for(slots.acquire(), self.settings.request_queue_s)
         except TimeoutError:
-            response = problem(503, "Service busy",
-                               f"more than {self.settings.max_concurrent_requests} requests are in "
-                               f"progress and this one waited {self.settings.request_queue_s:g} s; "
-                               "retry after the Retry-After seconds", path)
-            response.headers["Retry-After"] = str(max(1, math.ceil(self.settings.request_queue_s / 10)))
+            response = problem(
+                503,
+                "Service busy",
+                f"more than {self.settings.max_concurrent_requests} requests are in "
+                f"progress and this one waited {self.settings.request_queue_s:g} s; "
+                "retry after the Retry-After seconds",
+                path,
+            )
+            response.headers["Retry-After"] = str(
+                max(1, math.ceil(self.settings.request_queue_s / 10))
+            )
             await response(scope, receive, send_with_id)
             return
         try:
@@ -152,7 +178,8 @@ class Gate:
                     return
                 if length.isdigit() and int(length) > allowed:
                     await problem(413, "Upload too large", request_body.too_large(allowed), path)(
-                        scope, receive, send_with_id)
+                        scope, receive, send_with_id
+                    )
                     return
                 app = RequestBodyLimitMiddleware(app, allowed)  # counted as the body streams
             await app(scope, receive, send_with_id)
@@ -167,7 +194,12 @@ class Gate:
             response = problem(429, exc.title, exc.message, path)
             response.headers.update(exc.headers)
         else:
-            response = problem(401, "Unauthorized", "this request has a body: send a live API key "
-                               "first, in the header 'Authorization: Bearer <key>'", path)
+            response = problem(
+                401,
+                "Unauthorized",
+                "this request has a body: send a live API key "
+                "first, in the header 'Authorization: Bearer <key>'",
+                path,
+            )
             response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)

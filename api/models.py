@@ -82,15 +82,34 @@ class CandidateStatus(StrEnum):
 
 # The allowed moves; a status missing as a key is terminal and never changes again.
 CANDIDATE_MOVES: dict[str, frozenset[str]] = {
-    CandidateStatus.PROPOSED: frozenset({
-        CandidateStatus.RELEASED, CandidateStatus.MEASURED, CandidateStatus.FAILED_EXPRESSION,
-        CandidateStatus.ASSAY_FAILED, CandidateStatus.WITHDRAWN, CandidateStatus.EXPIRED}),
-    CandidateStatus.RELEASED: frozenset({
-        CandidateStatus.MEASURED, CandidateStatus.FAILED_EXPRESSION, CandidateStatus.ASSAY_FAILED,
-        CandidateStatus.WITHDRAWN, CandidateStatus.EXPIRED}),
-    CandidateStatus.ASSAY_FAILED: frozenset({
-        CandidateStatus.RELEASED, CandidateStatus.MEASURED, CandidateStatus.FAILED_EXPRESSION,
-        CandidateStatus.WITHDRAWN, CandidateStatus.EXPIRED}),
+    CandidateStatus.PROPOSED: frozenset(
+        {
+            CandidateStatus.RELEASED,
+            CandidateStatus.MEASURED,
+            CandidateStatus.FAILED_EXPRESSION,
+            CandidateStatus.ASSAY_FAILED,
+            CandidateStatus.WITHDRAWN,
+            CandidateStatus.EXPIRED,
+        }
+    ),
+    CandidateStatus.RELEASED: frozenset(
+        {
+            CandidateStatus.MEASURED,
+            CandidateStatus.FAILED_EXPRESSION,
+            CandidateStatus.ASSAY_FAILED,
+            CandidateStatus.WITHDRAWN,
+            CandidateStatus.EXPIRED,
+        }
+    ),
+    CandidateStatus.ASSAY_FAILED: frozenset(
+        {
+            CandidateStatus.RELEASED,
+            CandidateStatus.MEASURED,
+            CandidateStatus.FAILED_EXPRESSION,
+            CandidateStatus.WITHDRAWN,
+            CandidateStatus.EXPIRED,
+        }
+    ),
 }
 # Still in the lab: the batch waits for these.
 PENDING_CANDIDATE = frozenset(CANDIDATE_MOVES)
@@ -164,7 +183,9 @@ class DashboardSession(Base):
     sid_hash: Mapped[str] = mapped_column(String(64))
     csrf: Mapped[str] = mapped_column(String(64))
     # None until the user logs in; a key's sessions go with the key.
-    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id", ondelete="CASCADE"), index=True)
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_key.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
@@ -181,7 +202,9 @@ class Campaign(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Null only for campaigns made before labs existed (the first lab created adopts them).
-    lab_id: Mapped[int | None] = mapped_column(ForeignKey("lab.id", ondelete="RESTRICT"), index=True)
+    lab_id: Mapped[int | None] = mapped_column(
+        ForeignKey("lab.id", ondelete="RESTRICT"), index=True
+    )
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(32), default=CampaignStatus.CREATED)
     oracle_kind: Mapped[str] = mapped_column(String(16))
@@ -202,7 +225,8 @@ class Campaign(Base):
     notify_secret: Mapped[str | None] = mapped_column(String(64))
     # A synthetic twin names the wet-lab campaign it mirrors.
     twin_of_id: Mapped[int | None] = mapped_column(
-        ForeignKey("campaign.id", ondelete="SET NULL"), index=True)
+        ForeignKey("campaign.id", ondelete="SET NULL"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -230,7 +254,10 @@ class Sequence(Base):
 
     __tablename__ = "sequence"
     # (campaign_id, id): the target of labels' foreign key, so a label's campaign is its sequence's.
-    __table_args__ = (UniqueConstraint("campaign_id", "text"), UniqueConstraint("campaign_id", "id"))
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "text"),
+        UniqueConstraint("campaign_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
@@ -243,8 +270,10 @@ class Upload(Base):
     target (the same file sent as seed data and then as a batch's results is two uploads)."""
 
     __tablename__ = "upload"
-    __table_args__ = (UniqueConstraint("campaign_id", "target", "sha256"),
-                      _check_in("status", UploadStatus))
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "target", "sha256"),
+        _check_in("status", UploadStatus),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
@@ -347,16 +376,23 @@ class Measurement(Base):
         UniqueConstraint("supersedes_id"),
         # A sequence may have several current labels: replicates (its label is their mean).
         Index(None, "sequence_id"),
-        Index("uq_measurement_current_candidate", "candidate_id", unique=True,
-              postgresql_where=text("superseded_at IS NULL"),
-              sqlite_where=text("superseded_at IS NULL")),
+        Index(
+            "uq_measurement_current_candidate",
+            "candidate_id",
+            unique=True,
+            postgresql_where=text("superseded_at IS NULL"),
+            sqlite_where=text("superseded_at IS NULL"),
+        ),
         _check_in("source", MeasurementSource),
         CheckConstraint("feasible OR value IS NULL OR value = 0", name="infeasible_scores_nothing"),
         Index(None, "campaign_id", "id"),
         # One check per row for both: the label's sequence exists and belongs to its campaign
         # (a 100k-row upload pays each per-row foreign-key check about half a second).
-        ForeignKeyConstraint(["campaign_id", "sequence_id"], ["sequence.campaign_id", "sequence.id"],
-                             ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["campaign_id", "sequence_id"],
+            ["sequence.campaign_id", "sequence.id"],
+            ondelete="CASCADE",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     f = Ehrlich.from_config(config)
     x = f.initial_solution(args.batch)  # DMP samples: feasible, realistic motif hits
     ours_s = _best_time(lambda: f.evaluate(x), args.repeats)
-    ours_rate = args.batch / ours_s
     print(f"instance {args.preset} (seed {config.random_seed}), batch {args.batch:,}, ", end="")
     print(f"best of {args.repeats} calls, torch threads {torch.get_num_threads()}")
     _report("llome", ours_s, args.batch)

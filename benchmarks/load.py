@@ -49,7 +49,7 @@ def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 def _random_seqs(rng: random.Random, n: int, taken: set[str]) -> list[str]:
@@ -70,8 +70,9 @@ async def _run_clients(base: str, key: str, n: int, duration: float, work: Any) 
     latencies: list[float] = []
     errors: dict[str, int] = {}
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
+    ) as client:
         deadline = time.perf_counter() + duration
 
         async def one(i: int) -> None:
@@ -102,7 +103,9 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     code = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+    }
     if "content-length" in headers:
         await reader.readexactly(int(headers["content-length"]))
     elif headers.get("transfer-encoding", "").lower() == "chunked":
@@ -116,8 +119,16 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
     return code
 
 
-async def _run_pollers(host: str, port: int, key: str, n: int, duration: float, path: Any,
-                       interval: float = 0.0, warmup: float = 2.0) -> dict[str, Any]:
+async def _run_pollers(
+    host: str,
+    port: int,
+    key: str,
+    n: int,
+    duration: float,
+    path: Any,
+    interval: float = 0.0,
+    warmup: float = 2.0,
+) -> dict[str, Any]:
     """``n`` clients GETting ``path(i, step)``, each on one keep-alive connection of a bare
     asyncio HTTP/1.1 client (httpx's pool costs milliseconds of CPU per request at 200
     connections, so on 2 cores the load generator, not the server, set the latencies).
@@ -145,8 +156,10 @@ async def _run_pollers(host: str, port: int, key: str, n: int, duration: float, 
                 due += interval
             elif time.perf_counter() >= deadline:
                 break
-            request = (f"GET {path(i, step)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                       f"Authorization: Bearer {key}\r\n\r\n").encode()
+            request = (
+                f"GET {path(i, step)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Authorization: Bearer {key}\r\n\r\n"
+            ).encode()
             t0 = time.perf_counter()
             try:
                 if conn is None:
@@ -157,7 +170,12 @@ async def _run_pollers(host: str, port: int, key: str, n: int, duration: float, 
                         latencies.append(time.perf_counter() - t0)
                     else:
                         errors[str(code)] = errors.get(str(code), 0) + 1
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                TimeoutError,
+            ) as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 if conn is not None:
                     conn[1].close()
@@ -178,12 +196,19 @@ async def _run_pollers(host: str, port: int, key: str, n: int, duration: float, 
     return result
 
 
-def _summary(n: int, latencies: list[float], errors: dict[str, int], elapsed: float) -> dict[str, Any]:
+def _summary(
+    n: int, latencies: list[float], errors: dict[str, int], elapsed: float
+) -> dict[str, Any]:
     """Throughput and latency percentiles of one load phase."""
-    return {"clients": n, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
-            "requests_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
-            "p99_ms": round(1000 * _percentile(latencies, 0.99), 1)}
+    return {
+        "clients": n,
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
+        "p99_ms": round(1000 * _percentile(latencies, 0.99), 1),
+    }
 
 
 def _scratch_database(admin_url: str, name: str, *, create: bool) -> str:
@@ -234,13 +259,19 @@ class Server:
 
 def _wetlab(name: str, **settings: Any) -> dict[str, Any]:
     """A wet-lab campaign over the bench's alphabet, GA-driven, batches of 50."""
-    return {"name": name, "oracle": {"kind": "wetlab", "alphabet": ALPHABET, "length": LENGTH},
-            "optimizer": {"kind": "ga", **settings.pop("optimizer", {})}, "batch_size": 50, **settings}
+    return {
+        "name": name,
+        "oracle": {"kind": "wetlab", "alphabet": ALPHABET, "length": LENGTH},
+        "optimizer": {"kind": "ga", **settings.pop("optimizer", {})},
+        "batch_size": 50,
+        **settings,
+    }
 
 
 @contextmanager
-def running_server(pg_admin_url: str, port: int = 0, web_processes: int = 1,
-                   redis_url: str | None = None) -> Iterator[Server]:
+def running_server(
+    pg_admin_url: str, port: int = 0, web_processes: int = 1, redis_url: str | None = None
+) -> Iterator[Server]:
     """``llome serve`` on a scratch Postgres database of its own, answering on 127.0.0.1; stopped
     and the database dropped on exit. One web process runs the embedded worker (no Redis); more
     need ``redis_url`` and get one ``llome worker`` process beside them, as deployed."""
@@ -249,25 +280,61 @@ def running_server(pg_admin_url: str, port: int = 0, web_processes: int = 1,
     port = port or free_port()
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / name
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLOME_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LLOME_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
     # One key for every client: its per-key rate limit is off here (the figures are the server's).
-    env.update(DATABASE_URL=url, LLOME_DATA_DIR=str(workdir / "data"), PYTHONPATH=str(ROOT), LLOME_RATE_LIMIT_PER_S="0",
-               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", LLOME_TORCH_THREADS="1")
+    env.update(
+        DATABASE_URL=url,
+        LLOME_DATA_DIR=str(workdir / "data"),
+        PYTHONPATH=str(ROOT),
+        LLOME_RATE_LIMIT_PER_S="0",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        LLOME_TORCH_THREADS="1",
+    )
     if web_processes > 1:
         if not redis_url:
             raise SystemExit("more than one web process needs --redis-url")
         env["REDIS_URL"] = redis_url
     llome = str(Path(sys.executable).parent / "llome")
     log = open(workdir / "serve.log", "wb")  # noqa: SIM115 (closed in finally, after the processes)
-    procs = [subprocess.Popen([llome, "serve", "--port", str(port), "--web-processes", str(web_processes),
-                               "--log-level", "warning"], cwd=workdir, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)]
+    procs = [
+        subprocess.Popen(
+            [
+                llome,
+                "serve",
+                "--port",
+                str(port),
+                "--web-processes",
+                str(web_processes),
+                "--log-level",
+                "warning",
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    ]
     if web_processes > 1:
-        procs.append(subprocess.Popen([llome, "worker", "--loglevel", "WARNING"], cwd=workdir, env=env,
-                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [llome, "worker", "--loglevel", "WARNING"],
+                cwd=workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
     # A SIGTERM (e.g. from `timeout`) still stops the server and drops the database.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+
         def up() -> bool:
             if any(p.poll() is not None for p in procs):
                 raise SystemExit(f"llome serve or worker exited; see {workdir / 'serve.log'}")
@@ -278,8 +345,14 @@ def running_server(pg_admin_url: str, port: int = 0, web_processes: int = 1,
 
         wait_until(up, 120, "llome serve to answer")
         if web_processes > 1:
-            out = subprocess.run([llome, "keys", "create", "--lab", "load"], env=env, cwd=workdir,
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [llome, "keys", "create", "--lab", "load"],
+                env=env,
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             key = next(w for w in out.split() if w.startswith("llome_"))
         else:
             key = (workdir / ".llome" / "api-key").read_text().strip()
@@ -296,19 +369,33 @@ def running_server(pg_admin_url: str, port: int = 0, web_processes: int = 1,
         _scratch_database(pg_admin_url, name, create=False)
 
 
-def open_batches(server: Server, n: int, rng: random.Random, taken: set[str]) -> list[tuple[int, int]]:
+def open_batches(
+    server: Server, n: int, rng: random.Random, taken: set[str]
+) -> list[tuple[int, int]]:
     """``n`` wet-lab campaigns, each seeded and waiting for the lab: (campaign id, open batch id)."""
     campaigns: list[tuple[int, int]] = []
     with httpx.Client(base_url=server.base, headers=server.headers, timeout=120) as c:
         for i in range(n):
-            cid = c.post("/campaigns", json=_wetlab(f"load {i}", optimizer={"mutation_prob": 0.1}, rounds=100,
-                                                    seed=i)).raise_for_status().json()["id"]
-            c.post(f"/campaigns/{cid}/measurements",
-                   files={"file": ("seed.csv", _csv(_random_seqs(rng, 200, taken), rng), "text/csv")}).raise_for_status()
+            cid = (
+                c.post(
+                    "/campaigns",
+                    json=_wetlab(f"load {i}", optimizer={"mutation_prob": 0.1}, rounds=100, seed=i),
+                )
+                .raise_for_status()
+                .json()["id"]
+            )
+            c.post(
+                f"/campaigns/{cid}/measurements",
+                files={"file": ("seed.csv", _csv(_random_seqs(rng, 200, taken), rng), "text/csv")},
+            ).raise_for_status()
             campaigns.append((cid, 0))
         for j, (cid, _) in enumerate(campaigns):
-            wait_until(lambda cid=cid: c.get(f"/campaigns/{cid}").json()["status"] == "awaiting_labels", 300,
-                       f"campaign {cid} to propose its first batch", interval=0.5)
+            wait_until(
+                lambda cid=cid: c.get(f"/campaigns/{cid}").json()["status"] == "awaiting_labels",
+                300,
+                f"campaign {cid} to propose its first batch",
+                interval=0.5,
+            )
             campaigns[j] = (cid, c.get(f"/campaigns/{cid}/batches").json()["items"][0]["id"])
     return campaigns
 
@@ -323,15 +410,22 @@ def postgres_alone(database_url: str, source: int, target: int) -> float:
     try:
         with engine.connect() as conn:
             t0 = time.perf_counter()
-            conn.execute(text("INSERT INTO sequence (campaign_id, text, created_at) "
-                              "SELECT :target, text, now() FROM sequence WHERE campaign_id = :source"),
-                         {"source": source, "target": target})
-            conn.execute(text(
-                "INSERT INTO measurement (campaign_id, sequence_id, upload_id, row, value, feasible, source, "
-                "api_key_id, created_at) SELECT :target, t.id, m.upload_id, m.row, m.value, m.feasible, "
-                "m.source, m.api_key_id, now() FROM measurement m JOIN sequence s ON s.id = m.sequence_id "
-                "JOIN sequence t ON t.campaign_id = :target AND t.text = s.text WHERE m.campaign_id = :source"),
-                {"source": source, "target": target})
+            conn.execute(
+                text(
+                    "INSERT INTO sequence (campaign_id, text, created_at) "
+                    "SELECT :target, text, now() FROM sequence WHERE campaign_id = :source"
+                ),
+                {"source": source, "target": target},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO measurement (campaign_id, sequence_id, upload_id, row, value, feasible, source, "
+                    "api_key_id, created_at) SELECT :target, t.id, m.upload_id, m.row, m.value, m.feasible, "
+                    "m.source, m.api_key_id, now() FROM measurement m JOIN sequence s ON s.id = m.sequence_id "
+                    "JOIN sequence t ON t.campaign_id = :target AND t.text = s.text WHERE m.campaign_id = :source"
+                ),
+                {"source": source, "target": target},
+            )
             seconds = time.perf_counter() - t0
             conn.rollback()
     finally:
@@ -340,26 +434,46 @@ def postgres_alone(database_url: str, source: int, target: int) -> float:
 
 
 def _line(what: str, r: dict[str, Any], extra: str) -> str:
-    return (f"{what:<34} {r['requests_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
-            f"p99 {r['p99_ms']:7.1f} ms  ({r['requests']} {extra}, errors {r['errors']})")
+    return (
+        f"{what:<34} {r['requests_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
+        f"p99 {r['p99_ms']:7.1f} ms  ({r['requests']} {extra}, errors {r['errors']})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llome bench load", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="llome bench load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--clients", default="50,200", help="client counts, comma-separated")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase (max 120)")
-    parser.add_argument("--poll-interval", type=float, default=1.0,
-                        help="seconds between one client's polls (the capacity phase polls back to back)")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        help="seconds between one client's polls (the capacity phase polls back to back)",
+    )
     parser.add_argument("--campaigns", type=int, default=10)
     parser.add_argument("--upload-rows", type=int, default=20, help="rows per results file")
     parser.add_argument("--ingest-rows", type=int, default=100_000)
-    parser.add_argument("--web-processes", type=int, default=2,
-                        help="llome serve --web-processes (1: the embedded worker, no Redis)")
-    parser.add_argument("--redis-url", default=os.environ.get("LLOME_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
-                        help="the broker when --web-processes is above 1")
-    parser.add_argument("--pg-admin-url", default=os.environ.get(
-        "LLOME_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--web-processes",
+        type=int,
+        default=2,
+        help="llome serve --web-processes (1: the embedded worker, no Redis)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("LLOME_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+        help="the broker when --web-processes is above 1",
+    )
+    parser.add_argument(
+        "--pg-admin-url",
+        default=os.environ.get(
+            "LLOME_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -380,13 +494,21 @@ def main(argv: list[str] | None = None) -> int:
             # A new file each time (fresh sequences): every upload stores rows.
             cid, _ = campaigns[i % len(campaigns)]
             data = _csv(_random_seqs(rng, args.upload_rows, taken), rng)
-            return await client.post(f"/campaigns/{cid}/measurements",
-                                     files={"file": (f"r{i}-{step}.csv", data, "text/csv")})
+            return await client.post(
+                f"/campaigns/{cid}/measurements",
+                files={"file": (f"r{i}-{step}.csv", data, "text/csv")},
+            )
 
         for n in counts:
-            r = asyncio.run(_run_pollers(server.host, server.port, server.key, n, duration, poll,
-                                         args.poll_interval))
-            print(_line(f"polling, {n} clients every {args.poll_interval:g} s", r, "requests"), flush=True)
+            r = asyncio.run(
+                _run_pollers(
+                    server.host, server.port, server.key, n, duration, poll, args.poll_interval
+                )
+            )
+            print(
+                _line(f"polling, {n} clients every {args.poll_interval:g} s", r, "requests"),
+                flush=True,
+            )
             results["polling"].append(r)
         for n in counts:
             r = asyncio.run(_run_pollers(server.host, server.port, server.key, n, duration, poll))
@@ -394,29 +516,50 @@ def main(argv: list[str] | None = None) -> int:
             results["capacity"].append(r)
         for n in counts:
             r = asyncio.run(_run_clients(server.base, server.key, n, duration, upload))
-            print(_line(f"uploading, {n} clients", r, f"uploads of {args.upload_rows} rows"), flush=True)
+            print(
+                _line(f"uploading, {n} clients", r, f"uploads of {args.upload_rows} rows"),
+                flush=True,
+            )
             results["uploading"].append(r)
 
         with httpx.Client(base_url=server.base, headers=server.headers, timeout=600) as c:
-            cid, peer = (c.post("/campaigns", json=_wetlab(name, rounds=1)).raise_for_status().json()["id"]
-                         for name in ("ingest", "ingest, Postgres alone"))
+            cid, peer = (
+                c.post("/campaigns", json=_wetlab(name, rounds=1)).raise_for_status().json()["id"]
+                for name in ("ingest", "ingest, Postgres alone")
+            )
             big = _csv(_random_seqs(rng, args.ingest_rows, taken), rng)
             t0 = time.perf_counter()
-            resp = c.post(f"/campaigns/{cid}/measurements", files={"file": ("big.csv", big, "text/csv")})
+            resp = c.post(
+                f"/campaigns/{cid}/measurements", files={"file": ("big.csv", big, "text/csv")}
+            )
             seconds = time.perf_counter() - t0
             resp.raise_for_status()
             stored = resp.json()["report"]["new_measurements"]
         floor = postgres_alone(server.database_url, cid, peer)
-        results["ingest"] = {"rows": args.ingest_rows, "bytes": len(big), "seconds": round(seconds, 2),
-                             "rows_per_s": round(args.ingest_rows / seconds), "stored": stored,
-                             "postgres_alone_s": round(floor, 2)}
-        print(f"ingest {args.ingest_rows} rows ({len(big) / 1e6:.1f} MB): {seconds:.2f} s "
-              f"({args.ingest_rows / seconds:,.0f} rows/s; {stored} stored); Postgres alone inserting "
-              f"the same rows: {floor:.2f} s ({seconds / floor:.1f}x)", flush=True)
-    results["setup"] = {"cpus": os.cpu_count(), "web_processes": args.web_processes,
-                        "server": "llome serve (embedded worker)" if args.web_processes == 1 else
-                        "llome serve and one llome worker on Redis", "database": "Postgres on 127.0.0.1",
-                        "duration_s": duration, "poll_interval_s": args.poll_interval}
+        results["ingest"] = {
+            "rows": args.ingest_rows,
+            "bytes": len(big),
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(args.ingest_rows / seconds),
+            "stored": stored,
+            "postgres_alone_s": round(floor, 2),
+        }
+        print(
+            f"ingest {args.ingest_rows} rows ({len(big) / 1e6:.1f} MB): {seconds:.2f} s "
+            f"({args.ingest_rows / seconds:,.0f} rows/s; {stored} stored); Postgres alone inserting "
+            f"the same rows: {floor:.2f} s ({seconds / floor:.1f}x)",
+            flush=True,
+        )
+    results["setup"] = {
+        "cpus": os.cpu_count(),
+        "web_processes": args.web_processes,
+        "server": "llome serve (embedded worker)"
+        if args.web_processes == 1
+        else "llome serve and one llome worker on Redis",
+        "database": "Postgres on 127.0.0.1",
+        "duration_s": duration,
+        "poll_interval_s": args.poll_interval,
+    }
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return 0

@@ -28,7 +28,7 @@ _PUBLIC = {
     "parse_schedule": "llome_core.config",
     "run_ga": "llome_core.ga",
 }
-__all__ = sorted(_PUBLIC)
+__all__ = sorted(_PUBLIC)  # noqa: PLE0605 (a list, built from the table above)
 
 
 def __getattr__(name: str) -> Any:

@@ -164,9 +164,7 @@ def default_replay_fraction(batch_size: int) -> float:
     return 1.0 if batch_size < SMALL_BATCH else 0.0
 
 
-def refinement_budget(
-    batch_size: int, num_steps: int = 10, greedy: bool = True
-) -> tuple[int, int]:
+def refinement_budget(batch_size: int, num_steps: int = 10, greedy: bool = True) -> tuple[int, int]:
     """(num_seeds, samples_per_step) for ``batch_size`` oracle calls per round.
 
     The paper decodes 200 seeds x 10 steps x (1 greedy + 6 x 10 samples) = 122,000 outputs for
@@ -219,7 +217,7 @@ class LoopConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LoopConfig":
+    def from_dict(cls, d: dict[str, Any]) -> LoopConfig:
         sub = {"model": ModelConfig, "train": TrainConfig, "generate": GenerateConfig}
         kwargs: dict[str, Any] = {}
         for f in fields(cls):

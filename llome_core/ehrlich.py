@@ -269,9 +269,10 @@ class Ehrlich:
         u = np.ascontiguousarray(chunk.astype(self._state_dtype, copy=False).T)
         width = u.shape[1]
         pairs = u[:-1].astype(self._pair_dtype)
-        pairs *= self.num_states
-        pairs += u[1:]
-        np.equal(np.bitwise_or.reduce(np.take(self._banned_u8, pairs), axis=0), 0, out=feasible)
+        # numpy's stubs lose the integer dtype of astype(self._pair_dtype): the ignores say so.
+        pairs *= self.num_states  # type: ignore[misc]
+        pairs += u[1:]  # type: ignore[misc]
+        np.equal(np.bitwise_or.reduce(np.take(self._banned_u8, pairs), axis=0), 0, out=feasible)  # type: ignore[arg-type]
 
         equal = np.empty((self.dim, width), dtype=np.bool_)
         responses = np.empty((self.num_motifs, width), dtype=np.float32)

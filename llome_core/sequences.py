@@ -37,7 +37,7 @@ class Alphabet:
             raise ValueError("alphabet letters may not be whitespace or commas")
 
     @classmethod
-    def for_ehrlich(cls, num_states: int) -> "Alphabet":
+    def for_ehrlich(cls, num_states: int) -> Alphabet:
         if not 2 <= num_states <= len(EHRLICH_LETTERS):
             raise ValueError(f"num_states must be in [2, {len(EHRLICH_LETTERS)}], got {num_states}")
         return cls(EHRLICH_LETTERS[:num_states])
@@ -56,7 +56,9 @@ class Alphabet:
         index = self._index
         if not index.keys() >= set(text):
             bad = sorted({c for c in text if c not in index})
-            raise SequenceError(f"letters {''.join(bad)!r} are not in the alphabet {self.letters!r}")
+            raise SequenceError(
+                f"letters {''.join(bad)!r} are not in the alphabet {self.letters!r}"
+            )
         if length is not None and len(text) != length:
             raise SequenceError(f"length {len(text)}, expected {length}")
 
@@ -74,7 +76,7 @@ class Alphabet:
             len(texts), length
         )
 
-    def decode_one(self, states: "torch.Tensor | list[int] | tuple[int, ...]") -> str:
+    def decode_one(self, states: torch.Tensor | list[int] | tuple[int, ...]) -> str:
         return "".join(self.letters[int(s)] for s in states)
 
     def decode(self, x: torch.Tensor) -> list[str]:

@@ -54,13 +54,24 @@ class Milestone:
     oracle_calls: int | None
 
 
-def milestones(rounds: Sequence[int], regrets: Sequence[float | None], calls: Sequence[int],
-               targets: Sequence[float] = FORECAST_REGRETS) -> list[Milestone]:
+def milestones(
+    rounds: Sequence[int],
+    regrets: Sequence[float | None],
+    calls: Sequence[int],
+    targets: Sequence[float] = FORECAST_REGRETS,
+) -> list[Milestone]:
     """The first round (and cumulative oracle calls) at which the best-so-far regret reached
     each target."""
     out = []
     for target in targets:
-        hit = next((i for i, g in enumerate(regrets) if g is not None and g <= target + 1e-12), None)
-        out.append(Milestone(target, rounds[hit] if hit is not None else None,
-                             calls[hit] if hit is not None else None))
+        hit = next(
+            (i for i, g in enumerate(regrets) if g is not None and g <= target + 1e-12), None
+        )
+        out.append(
+            Milestone(
+                target,
+                rounds[hit] if hit is not None else None,
+                calls[hit] if hit is not None else None,
+            )
+        )
     return out

@@ -193,8 +193,12 @@ def runtime(settings, publisher):  # type: ignore[no-untyped-def]
     from worker.runtime import Runtime
 
     engine = make_engine(settings)
-    yield Runtime(settings=settings, engine=engine,
-                  session_factory=make_sessionmaker(engine, publisher), device="cpu")
+    yield Runtime(
+        settings=settings,
+        engine=engine,
+        session_factory=make_sessionmaker(engine, publisher),
+        device="cpu",
+    )
     engine.dispose()
 
 

@@ -16,8 +16,17 @@ from api.config import Settings
 from api.db import VERSION_TABLE, Base, downgrade, make_engine, schema_is_current, upgrade
 from tests.conftest import create_database, drop_database
 
-TABLES = {"campaign", "round", "sequence", "upload", "batch", "candidate", "measurement", "job",
-          "campaign_event"}
+TABLES = {
+    "campaign",
+    "round",
+    "sequence",
+    "upload",
+    "batch",
+    "candidate",
+    "measurement",
+    "job",
+    "campaign_event",
+}
 
 
 def _check_round_trip(settings: Settings) -> None:
@@ -29,7 +38,9 @@ def _check_round_trip(settings: Settings) -> None:
         names = set(inspect(engine).get_table_names())
         assert TABLES | {VERSION_TABLE} <= names
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": VERSION_TABLE})
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
+            )
             diff = compare_metadata(ctx, Base.metadata)
         assert diff == [], f"models and migrations differ: {diff}"
         downgrade(settings, "base")
@@ -56,8 +67,12 @@ def test_database_url_accepts_plain_postgres_scheme() -> None:
     assert s.database_url == "postgresql+psycopg://u@h/db"
 
 
-@pytest.mark.parametrize("env", [{"DATABASE_URL": "sqlite:///x.db"}, {"LLOME_DATABASE_URL": "sqlite:///x.db"}])
-def test_settings_read_database_url_from_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "env", [{"DATABASE_URL": "sqlite:///x.db"}, {"LLOME_DATABASE_URL": "sqlite:///x.db"}]
+)
+def test_settings_read_database_url_from_environment(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert Settings().database_url == "sqlite:///x.db"

@@ -27,12 +27,16 @@ class StepClock:
         self._wall, self._cpu = time.perf_counter(), time.process_time()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.cuda:
             import torch
 
             torch.cuda.synchronize()
         wall = time.perf_counter() - self._wall
-        self.cost = StepCost(round(wall, 3), round(time.process_time() - self._cpu, 3),
-                             round(wall, 3) if self.cuda else 0.0)
+        self.cost = StepCost(
+            round(wall, 3),
+            round(time.process_time() - self._cpu, 3),
+            round(wall, 3) if self.cuda else 0.0,
+        )

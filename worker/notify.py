@@ -39,26 +39,34 @@ def deliver(rt: Runtime, notification_id: int) -> float | None:
     ok, code, error = False, None, None
     if allowed:
         try:  # never follow a redirect: it could lead anywhere the allow list does not
-            response = httpx.post(url, content=body, headers=headers, timeout=TIMEOUT_S,
-                                  follow_redirects=False)
+            response = httpx.post(
+                url, content=body, headers=headers, timeout=TIMEOUT_S, follow_redirects=False
+            )
             code, ok = response.status_code, 200 <= response.status_code < 300
             if not ok:
                 error = f"the receiver answered {code} {response.reason_phrase}".strip()
         except httpx.HTTPError as exc:
             error = f"{exc.__class__.__name__}: {exc}"[:500]
     with session_scope(rt.session_factory) as session:
-        note = session.scalar(select(Notification).where(Notification.id == notification_id)
-                              .with_for_update())
+        note = session.scalar(
+            select(Notification).where(Notification.id == notification_id).with_for_update()
+        )
         if note is None or note.status != NotificationStatus.PENDING:
             return None
         if not allowed:
             service.give_up(note, "the host is no longer in LLOME_NOTIFY_ALLOWED_HOSTS")
             return None
-        delay = service.record_attempt(note, ok=ok, status_code=code, error=error,
-                                       settings=rt.settings)
+        delay = service.record_attempt(
+            note, ok=ok, status_code=code, error=error, settings=rt.settings
+        )
     if delay is not None:
-        log.info("notification %s (%s): attempt failed (%s); next in %.0f s", notification_id,
-                 url, error, delay)
+        log.info(
+            "notification %s (%s): attempt failed (%s); next in %.0f s",
+            notification_id,
+            url,
+            error,
+            delay,
+        )
     return delay
 
 

@@ -55,5 +55,4 @@ def register_tasks(app: Any) -> None:
         # The row counts the attempts and says when to stop; Celery only holds the wait.
         delay = notify.deliver(self.app.llome_runtime, notification_id)
         if delay is not None:
-            raise self.retry(countdown=delay,
-                             max_retries=MAX_ATTEMPTS + settings.transient_retries)
+            raise self.retry(countdown=delay, max_retries=MAX_ATTEMPTS + settings.transient_retries)

@@ -34,7 +34,10 @@ router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=PROBLEM_RE
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CampaignRead)
 def create_campaign(
-    data: CampaignCreate, session: SessionDep, lab: LabDep, settings: SettingsDep,
+    data: CampaignCreate,
+    session: SessionDep,
+    lab: LabDep,
+    settings: SettingsDep,
     idempotency: IdempotencyDep,
 ) -> CampaignRead:
     """Create a campaign. Ehrlich campaigns start seeding with the GA at once; wet-lab campaigns
@@ -46,11 +49,17 @@ def create_campaign(
 
 
 @router.get("", response_model=CampaignPage)
-def list_campaigns(session: SessionDep, lab: LabDep, cursor: Cursor = None, limit: Limit = 50) -> CampaignPage:
+def list_campaigns(
+    session: SessionDep, lab: LabDep, cursor: Cursor = None, limit: Limit = 50
+) -> CampaignPage:
     """The lab's campaigns, newest first."""
-    rows, next_cursor = service.list_(session, cursor=parse_cursor(cursor), limit=limit, lab_id=lab.id)
-    return CampaignPage(items=[service.to_read(session, c) for c in rows],
-                        next_cursor=str(next_cursor) if next_cursor else None)
+    rows, next_cursor = service.list_(
+        session, cursor=parse_cursor(cursor), limit=limit, lab_id=lab.id
+    )
+    return CampaignPage(
+        items=[service.to_read(session, c) for c in rows],
+        next_cursor=str(next_cursor) if next_cursor else None,
+    )
 
 
 @router.get("/{campaign_id:int}", response_model=CampaignRead)
@@ -85,30 +94,48 @@ def get_metrics(campaign: CampaignDep, session: SessionDep) -> MetricsRead:
     return metrics_service.compute(session, campaign)
 
 
-@router.get("/{campaign_id}/plot.png", response_class=Response,
-            responses=file_response("image/png", description="the plot as PNG"))
+@router.get(
+    "/{campaign_id}/plot.png",
+    response_class=Response,
+    responses=file_response("image/png", description="the plot as PNG"),
+)
 def get_plot(campaign: CampaignDep, session: SessionDep) -> Response:
     """Best score (regret for Ehrlich) against oracle calls."""
-    png = metrics_service.plot_png(metrics_service.compute(session, campaign),
-                                   f"campaign {campaign.id}: {campaign.name}")
+    png = metrics_service.plot_png(
+        metrics_service.compute(session, campaign), f"campaign {campaign.id}: {campaign.name}"
+    )
     return Response(png, media_type="image/png")
 
 
 @router.get("/{campaign_id}/sequences", response_model=SequencePage)
-def list_sequences(campaign: CampaignDep, session: SessionDep, cursor: Cursor = None,
-                   limit: Limit = 100) -> SequencePage:
+def list_sequences(
+    campaign: CampaignDep, session: SessionDep, cursor: Cursor = None, limit: Limit = 100
+) -> SequencePage:
     """Every labelled sequence, in the order it was labelled."""
-    items, next_cursor = sequence_service.page(session, campaign, cursor=parse_cursor(cursor), limit=limit)
+    items, next_cursor = sequence_service.page(
+        session, campaign, cursor=parse_cursor(cursor), limit=limit
+    )
     return SequencePage(items=items, next_cursor=str(next_cursor) if next_cursor else None)
 
 
-@router.get("/{campaign_id}/export", response_class=StreamingResponse,
-            responses=file_response("text/csv", description="the campaign as CSV"))
+@router.get(
+    "/{campaign_id}/export",
+    response_class=StreamingResponse,
+    responses=file_response("text/csv", description="the campaign as CSV"),
+)
 def export_campaign(
-    campaign: CampaignDep, factory: FactoryDep, session: SessionDep,
-    table: Annotated[Literal["sequences", "rounds"], Query(description=(
-        "sequences: every labelled and proposed sequence with its provenance; rounds: one row "
-        "per round with its oracle calls and the wall, CPU and GPU seconds of each step"))] = "sequences",
+    campaign: CampaignDep,
+    factory: FactoryDep,
+    session: SessionDep,
+    table: Annotated[
+        Literal["sequences", "rounds"],
+        Query(
+            description=(
+                "sequences: every labelled and proposed sequence with its provenance; rounds: one row "
+                "per round with its oracle calls and the wall, CPU and GPU seconds of each step"
+            )
+        ),
+    ] = "sequences",
 ) -> StreamingResponse:
     """Everything as CSV (streamed): labelled and proposed sequences with their provenance, or
     with ``?table=rounds`` the per-round accounting."""
@@ -118,7 +145,8 @@ def export_campaign(
         body = sequence_service.export_csv(factory, campaign.id)
     name = f"campaign-{campaign.id}" + ("-rounds" if table == "rounds" else "")
     return StreamingResponse(
-        body, media_type="text/csv; charset=utf-8",
+        body,
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )
 
@@ -133,14 +161,29 @@ class EventRead(BaseModel):
 
 
 @router.get("/{campaign_id}/events", response_model=Page[EventRead])
-def list_events(campaign: CampaignDep, session: SessionDep, cursor: Cursor = None,
-                limit: Limit = 100) -> Page[EventRead]:
+def list_events(
+    campaign: CampaignDep, session: SessionDep, cursor: Cursor = None, limit: Limit = 100
+) -> Page[EventRead]:
     """Every state change of the campaign, oldest first."""
     rows, next_cursor = paging.keyset(
-        session, select(CampaignEvent).where(CampaignEvent.campaign_id == campaign.id),
-        CampaignEvent.id, cursor=parse_cursor(cursor), limit=limit, newest_first=False)
+        session,
+        select(CampaignEvent).where(CampaignEvent.campaign_id == campaign.id),
+        CampaignEvent.id,
+        cursor=parse_cursor(cursor),
+        limit=limit,
+        newest_first=False,
+    )
     return Page[EventRead](
-        items=[EventRead(id=e.id, kind=e.kind, from_status=e.from_status, to_status=e.to_status,
-                         detail=e.detail, at=e.at.isoformat()) for e in rows],
+        items=[
+            EventRead(
+                id=e.id,
+                kind=e.kind,
+                from_status=e.from_status,
+                to_status=e.to_status,
+                detail=e.detail,
+                at=e.at.isoformat(),
+            )
+            for e in rows
+        ],
         next_cursor=str(next_cursor) if next_cursor else None,
     )

@@ -27,8 +27,9 @@ def get_candidate(campaign: CampaignDep, candidate_id: int, session: SessionDep)
 
 
 @router.post("/{campaign_id}/candidates/{candidate_id}/withdraw", response_model=CandidateDetail)
-def withdraw_candidate(campaign: LockedCampaignDep, candidate_id: int, session: SessionDep,
-                       now: NowDep) -> CandidateDetail:
+def withdraw_candidate(
+    campaign: LockedCampaignDep, candidate_id: int, session: SessionDep, now: NowDep
+) -> CandidateDetail:
     """Take the candidate out of the lab for good (409 from a final state); it is never proposed
     again. A batch with nothing left pending is labelled and the loop moves on."""
     service.expire_overdue(session, campaign, now)
@@ -38,38 +39,59 @@ def withdraw_candidate(campaign: LockedCampaignDep, candidate_id: int, session: 
 
 
 @router.post("/{campaign_id}/batches/{batch_id}/release", response_model=ReleaseRead)
-def release_batch(campaign: LockedCampaignDep, batch_id: int, session: SessionDep, now: NowDep) -> ReleaseRead:
+def release_batch(
+    campaign: LockedCampaignDep, batch_id: int, session: SessionDep, now: NowDep
+) -> ReleaseRead:
     """Mark the batch ordered: its proposed (and assay_failed) candidates become released."""
     service.expire_overdue(session, campaign, now)
     batch = batch_service.get_or_404(session, campaign, batch_id)
     n = service.release(session, campaign, batch, now)
-    counts = dict(session.execute(
-        select(Candidate.status, func.count()).where(Candidate.batch_id == batch.id).group_by(Candidate.status)
-    ).tuples().all())
+    counts = dict(
+        session.execute(
+            select(Candidate.status, func.count())
+            .where(Candidate.batch_id == batch.id)
+            .group_by(Candidate.status)
+        )
+        .tuples()
+        .all()
+    )
     return ReleaseRead(batch_id=batch.id, released=n, status_counts=counts)
 
 
-@router.get("/{campaign_id}/batches/{batch_id}/template.csv", response_class=Response,
-            responses=file_response("text/csv", description="the results template as CSV"))
-def get_batch_template(campaign: CampaignDep, batch_id: int, session: SessionDep) -> StreamingResponse:
+@router.get(
+    "/{campaign_id}/batches/{batch_id}/template.csv",
+    response_class=Response,
+    responses=file_response("text/csv", description="the results template as CSV"),
+)
+def get_batch_template(
+    campaign: CampaignDep, batch_id: int, session: SessionDep
+) -> StreamingResponse:
     """``candidate_id,sequence,mutant,score,status`` for every candidate still in the lab: fill in
     score (and status: measured, failed_expression, assay_failed) and upload it unchanged in shape."""
     batch = batch_service.get_or_404(session, campaign, batch_id)
     return StreamingResponse(
-        service.template_csv(session, campaign, batch), media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition":
-                 f'attachment; filename="campaign-{campaign.id}-batch-{batch.id}-template.csv"'},
+        service.template_csv(session, campaign, batch),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="campaign-{campaign.id}-batch-{batch.id}-template.csv"'
+        },
     )
 
 
-@router.get("/{campaign_id}/batches/{batch_id}/fasta", response_class=PlainTextResponse,
-            responses=file_response("text/x-fasta", description="the batch as FASTA"))
+@router.get(
+    "/{campaign_id}/batches/{batch_id}/fasta",
+    response_class=PlainTextResponse,
+    responses=file_response("text/x-fasta", description="the batch as FASTA"),
+)
 def get_batch_fasta(campaign: CampaignDep, batch_id: int, session: SessionDep) -> PlainTextResponse:
     """The batch as FASTA; each header is the candidate id."""
     batch = batch_service.get_or_404(session, campaign, batch_id)
     return PlainTextResponse(
-        service.fasta(session, batch), media_type="text/x-fasta",
-        headers={"Content-Disposition": f'attachment; filename="campaign-{campaign.id}-batch-{batch.id}.fasta"'},
+        service.fasta(session, batch),
+        media_type="text/x-fasta",
+        headers={
+            "Content-Disposition": f'attachment; filename="campaign-{campaign.id}-batch-{batch.id}.fasta"'
+        },
     )
 
 

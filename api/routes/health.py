@@ -33,5 +33,8 @@ def health(request: Request, response: Response, settings: SettingsDep) -> dict[
     ok = all(v in ("ok", "embedded") for v in checks.values())
     if not ok:
         response.status_code = 503
-    return {"status": "ok" if ok else "degraded", **checks,
-            "worker": "embedded" if settings.embedded_worker else "external"}
+    return {
+        "status": "ok" if ok else "degraded",
+        **checks,
+        "worker": "embedded" if settings.embedded_worker else "external",
+    }

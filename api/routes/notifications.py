@@ -14,9 +14,12 @@ router = APIRouter(prefix="/campaigns", tags=["notifications"], responses=PROBLE
 
 
 @router.get("/{campaign_id}/notifications", response_model=Page[NotificationRead])
-def list_notifications(campaign: CampaignDep, session: SessionDep, cursor: Cursor = None,
-                       limit: Limit = 100) -> Page[NotificationRead]:
+def list_notifications(
+    campaign: CampaignDep, session: SessionDep, cursor: Cursor = None, limit: Limit = 100
+) -> Page[NotificationRead]:
     """Every webhook delivery, oldest first: event, status (pending, delivered, failed),
     attempts, the receiver's last HTTP status and the last error."""
     items, next_cursor = service.page(session, campaign, cursor=parse_cursor(cursor), limit=limit)
-    return Page[NotificationRead](items=items, next_cursor=str(next_cursor) if next_cursor else None)
+    return Page[NotificationRead](
+        items=items, next_cursor=str(next_cursor) if next_cursor else None
+    )

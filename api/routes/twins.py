@@ -14,11 +14,19 @@ from api.services.twins import ForecastRead
 router = APIRouter(prefix="/campaigns", tags=["twins"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("/{campaign_id}/twin", response_model=CampaignRead,
-             status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": CampaignRead, "description": "the twin made before"}})
-def create_twin(campaign: LockedCampaignDep, session: SessionDep, lab: LabDep,
-                settings: SettingsDep, response: Response) -> CampaignRead:
+@router.post(
+    "/{campaign_id}/twin",
+    response_model=CampaignRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": CampaignRead, "description": "the twin made before"}},
+)
+def create_twin(
+    campaign: LockedCampaignDep,
+    session: SessionDep,
+    lab: LabDep,
+    settings: SettingsDep,
+    response: Response,
+) -> CampaignRead:
     """Make and start an Ehrlich campaign shaped like this wet-lab campaign (alphabet size as
     num_states, length as dim, the same batch size, rounds, optimizer and model, motifs that
     fit): a forecast before assays are spent. A second call returns the same twin (200)."""

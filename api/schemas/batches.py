@@ -12,8 +12,10 @@ from api.schemas.common import Page
 class CandidateRead(BaseModel):
     candidate_id: int
     sequence: str
-    status: str = Field(description="lab status: proposed, released, measured, failed_expression, "
-                        "assay_failed, withdrawn or expired")
+    status: str = Field(
+        description="lab status: proposed, released, measured, failed_expression, "
+        "assay_failed, withdrawn or expired"
+    )
     score: float | None = None
     feasible: bool | None = None
     parent: str | None = Field(None, description="the sequence it was refined from")
@@ -21,8 +23,11 @@ class CandidateRead(BaseModel):
     refinement_step: int | None = None
     temperature: float | None = Field(None, description="null for greedy decoding and the GA")
     log_likelihood: float | None = None
-    is_control: bool = Field(False, description="a control of the optimizer config (not counted "
-                             "against the budget); its result is in control_score")
+    is_control: bool = Field(
+        False,
+        description="a control of the optimizer config (not counted "
+        "against the budget); its result is in control_score",
+    )
     control_score: float | None = None
 
 
@@ -32,7 +37,9 @@ class BatchSummary(BaseModel):
     round: int
     status: str
     size: int
-    remaining: int = Field(description="candidates still in the lab (proposed, released, assay_failed)")
+    remaining: int = Field(
+        description="candidates still in the lab (proposed, released, assay_failed)"
+    )
     created_at: datetime
     labelled_at: datetime | None = None
 

@@ -45,10 +45,16 @@ class ModelParams(_ModelBase):  # type: ignore[misc,valid-type]
     trained round unless ``round`` says which). Server paths are never accepted."""
 
     name: str | None = Field(None, pattern=MODEL_NAME, description="a registered model's name")
-    from_campaign: int | None = Field(None, ge=1, le=2**31 - 1,
-                                      description="continue from this campaign's checkpoint")
-    round: int | None = Field(None, ge=1, le=1000, description="with from_campaign: whose "
-                              "round's checkpoint (default: its latest trained round)")
+    from_campaign: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="continue from this campaign's checkpoint"
+    )
+    round: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="with from_campaign: whose "
+        "round's checkpoint (default: its latest trained round)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -79,8 +85,9 @@ class EhrlichParams(Strict):
     # None means motif_length (holo's convention); the paper's default instance has q = k = 4.
     quantization: int | None = Field(None, ge=1)
     epistasis_factor: float = _EHRLICH.epistasis_factor
-    seed: int = Field(_EHRLICH.random_seed, ge=0, le=2**31 - 1,
-                      description="the instance's random_seed")
+    seed: int = Field(
+        _EHRLICH.random_seed, ge=0, le=2**31 - 1, description="the instance's random_seed"
+    )
     seeding: GASeedingParams = Field(default_factory=GASeedingParams)  # type: ignore[valid-type]
 
     @model_validator(mode="before")
@@ -91,30 +98,37 @@ class EhrlichParams(Strict):
 
             cfg = preset_config(str(data["preset"]))  # ValueError names the known presets
             shape = {
-                "num_states": cfg.num_states, "dim": cfg.dim, "num_motifs": cfg.num_motifs,
-                "motif_length": cfg.motif_length, "quantization": cfg.quantization,
+                "num_states": cfg.num_states,
+                "dim": cfg.dim,
+                "num_motifs": cfg.num_motifs,
+                "motif_length": cfg.motif_length,
+                "quantization": cfg.quantization,
             }
             data = {**shape, **data}
         return data
 
     @model_validator(mode="after")
-    def _valid_instance(self) -> "EhrlichParams":
+    def _valid_instance(self) -> EhrlichParams:
         self.to_config()  # EhrlichConfig's checks: motifs fit, quantization divides k
         from llome_core.ga import check_config
 
-        if not 0 <= self.seeding.seed < 2**31:
+        if not 0 <= self.seeding.seed < 2**31:  # type: ignore[attr-defined]
             raise ValueError("seeding.seed: must be between 0 and 2147483647")
         try:
-            check_config(GAConfig(**self.seeding.model_dump()))
+            check_config(GAConfig(**self.seeding.model_dump()))  # type: ignore[attr-defined]
         except ValueError as exc:
             raise ValueError(f"seeding: {exc}") from None
         return self
 
     def to_config(self) -> EhrlichConfig:
         return EhrlichConfig(
-            num_states=self.num_states, dim=self.dim, num_motifs=self.num_motifs,
-            motif_length=self.motif_length, quantization=self.quantization,
-            epistasis_factor=self.epistasis_factor, random_seed=self.seed,
+            num_states=self.num_states,
+            dim=self.dim,
+            num_motifs=self.num_motifs,
+            motif_length=self.motif_length,
+            quantization=self.quantization,
+            epistasis_factor=self.epistasis_factor,
+            random_seed=self.seed,
         )
 
     def alphabet(self) -> Alphabet:
@@ -127,11 +141,17 @@ class WetlabParams(Strict):
     kind: Literal["wetlab"]
     alphabet: str = Field(..., min_length=2, max_length=64, examples=["ACDEFGHIKLMNPQRSTVWY"])
     length: int = Field(..., ge=1, le=4096)
-    reference: str | None = Field(None, description="a reference (wild-type) sequence: each "
-                                  "candidate's mutations against it are stored (ProteinGym notation)")
-    label_ttl: str | None = Field(None, description="a candidate not measured this long after its "
-                                  "release (or proposal) expires, e.g. '14d', '36h', '2w'",
-                                  examples=["14d"])
+    reference: str | None = Field(
+        None,
+        description="a reference (wild-type) sequence: each "
+        "candidate's mutations against it are stored (ProteinGym notation)",
+    )
+    label_ttl: str | None = Field(
+        None,
+        description="a candidate not measured this long after its "
+        "release (or proposal) expires, e.g. '14d', '36h', '2w'",
+        examples=["14d"],
+    )
 
     @field_validator("alphabet")
     @classmethod
@@ -147,7 +167,7 @@ class WetlabParams(Strict):
         return v
 
     @model_validator(mode="after")
-    def _valid_reference(self) -> "WetlabParams":
+    def _valid_reference(self) -> WetlabParams:
         if self.reference is not None:
             Alphabet(self.alphabet).encode_one(self.reference, self.length)  # says what is wrong
         return self
@@ -160,12 +180,19 @@ class Composition(Strict):
     """Batch composition controls; what they remove is recorded in the round's
     ``proposal`` metrics under ``composition``."""
 
-    min_hamming: int = Field(0, ge=0, description="least number of differing positions between any "
-                             "two candidates of a batch and to every measured sequence (0: off)")
+    min_hamming: int = Field(
+        0,
+        ge=0,
+        description="least number of differing positions between any "
+        "two candidates of a batch and to every measured sequence (0: off)",
+    )
     exclude: list[str] = Field(default_factory=list, description="sequences never to propose")
-    controls: list[str] = Field(default_factory=list, description="sequences added to every batch "
-                                "for plate normalisation ('best': the best measured so far), marked "
-                                "as controls and not counted against the budget")
+    controls: list[str] = Field(
+        default_factory=list,
+        description="sequences added to every batch "
+        "for plate normalisation ('best': the best measured so far), marked "
+        "as controls and not counted against the budget",
+    )
 
 
 class LlomeParams(Composition):
@@ -203,10 +230,15 @@ class StopParams(Strict):
     campaign is completed and ``stop_reason`` names the rule and the value."""
 
     target_score: float | None = Field(None, description="stop once the best label reaches it")
-    patience_rounds: int | None = Field(None, ge=1, le=1000, description="stop after this many "
-                                        "rounds without a better best label")
-    max_oracle_calls: int | None = Field(None, ge=1, description="stop before a round would take "
-                                         "the oracle calls (seed data included) past this")
+    patience_rounds: int | None = Field(
+        None, ge=1, le=1000, description="stop after this many rounds without a better best label"
+    )
+    max_oracle_calls: int | None = Field(
+        None,
+        ge=1,
+        description="stop before a round would take "
+        "the oracle calls (seed data included) past this",
+    )
 
     def to_rule(self) -> StopRule:
         return StopRule(**self.model_dump())
@@ -220,20 +252,28 @@ class CampaignCreate(Strict):
     name: str = Field(..., min_length=1, max_length=200)
     oracle: OracleParams
     optimizer: OptimizerParams = Field(default_factory=lambda: LlomeParams(kind="llome"))
-    batch_size: int = Field(_LOOP.batch_size, ge=1, le=100_000, description="oracle calls per round")
+    batch_size: int = Field(
+        _LOOP.batch_size, ge=1, le=100_000, description="oracle calls per round"
+    )
     rounds: int = Field(_LOOP.rounds, ge=1, le=1000)
     seed: int = Field(_LOOP.seed, ge=0, le=2**31 - 1, description="the campaign's random seed")
     stop: StopParams = Field(default_factory=StopParams)
     normalize: Literal["none", "control_ratio", "control_difference"] = Field(
-        "none", description="plate effects: train on each batch's scores divided by "
+        "none",
+        description="plate effects: train on each batch's scores divided by "
         "(control_ratio) or minus (control_difference) the mean of that batch's control "
-        "measurements (optimizer.controls); raw values are kept and shown beside them")
-    notify_url: str | None = Field(None, max_length=2000, description="POST a signed JSON here "
-                                   "on each event (the operator's LLOME_NOTIFY_ALLOWED_HOSTS)")
+        "measurements (optimizer.controls); raw values are kept and shown beside them",
+    )
+    notify_url: str | None = Field(
+        None,
+        max_length=2000,
+        description="POST a signed JSON here "
+        "on each event (the operator's LLOME_NOTIFY_ALLOWED_HOSTS)",
+    )
     notify_events: list[NotifyEvent] | None = Field(None, description="which events (default: all)")
     model: ModelParams = Field(  # type: ignore[valid-type]
         default_factory=ModelParams,
-        description='the tiny default (omit, or give its sizes), a registered model\'s name '
+        description="the tiny default (omit, or give its sizes), a registered model's name "
         '("pythia-160m", see GET /models), or {"from_campaign": ID} for one of the lab\'s own '
         "campaigns' checkpoints",
     )
@@ -242,7 +282,7 @@ class CampaignCreate(Strict):
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is not None:
-            from urllib.parse import urlsplit  # noqa: PLC0415
+            from urllib.parse import urlsplit
 
             parts = urlsplit(v)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -250,10 +290,12 @@ class CampaignCreate(Strict):
         return v
 
     @model_validator(mode="after")
-    def _fits(self) -> "CampaignCreate":
+    def _fits(self) -> CampaignCreate:
         if self.normalize != "none" and not self.optimizer.controls:
-            raise ValueError(f"normalize {self.normalize!r} needs controls on every batch: set "
-                             "optimizer.controls (e.g. the parent sequence, or 'best')")
+            raise ValueError(
+                f"normalize {self.normalize!r} needs controls on every batch: set "
+                "optimizer.controls (e.g. the parent sequence, or 'best')"
+            )
         if isinstance(self.optimizer, LlomeParams):
             # The core's defaults that follow the batch size (the replay rule, the refinement
             # budget), resolved and stored in the spec, so GET /campaigns/{id} shows the values
@@ -267,15 +309,22 @@ class CampaignCreate(Strict):
                 gen.num_seeds = seeds if gen.num_seeds is None else gen.num_seeds
                 if gen.samples_per_step is None:
                     gen.samples_per_step = samples
-        if isinstance(self.optimizer, GAParams):
-            if self.optimizer.survival_quantile * self.batch_size < 2:
-                raise ValueError(
-                    "survival_quantile * batch_size must be at least 2 (the GA needs two parents)"
-                )
+        if (
+            isinstance(self.optimizer, GAParams)
+            and self.optimizer.survival_quantile * self.batch_size < 2
+        ):
+            raise ValueError(
+                "survival_quantile * batch_size must be at least 2 (the GA needs two parents)"
+            )
         oracle = self.oracle
-        alphabet = oracle.alphabet() if isinstance(oracle, EhrlichParams) else Alphabet(oracle.alphabet)
+        alphabet = (
+            oracle.alphabet() if isinstance(oracle, EhrlichParams) else Alphabet(oracle.alphabet)
+        )
         length = oracle.dim if isinstance(oracle, EhrlichParams) else oracle.length
-        for name, seqs in (("exclude", self.optimizer.exclude), ("controls", self.optimizer.controls)):
+        for name, seqs in (
+            ("exclude", self.optimizer.exclude),
+            ("controls", self.optimizer.controls),
+        ):
             for seq in seqs:
                 if name == "controls" and seq == "best":
                     continue
@@ -290,7 +339,7 @@ class CampaignCreate(Strict):
         registry or the source campaign's checkpoint resolve it), None for the tiny default."""
         assert isinstance(self.optimizer, LlomeParams)
         sizes = self.model.model_dump(exclude={"name", "from_campaign", "round"})
-        train = self.optimizer.train.model_dump()
+        train = self.optimizer.train.model_dump()  # type: ignore[attr-defined]
         return LoopConfig(
             objective=self.optimizer.objective,
             rounds=self.rounds,
@@ -299,7 +348,7 @@ class CampaignCreate(Strict):
             device=device,
             model=ModelConfig(path=model_path, **sizes),
             train=TrainConfig(**train),
-            generate=GenerateConfig(**self.optimizer.generate.model_dump()),
+            generate=GenerateConfig(**self.optimizer.generate.model_dump()),  # type: ignore[attr-defined]
         )
 
 
@@ -329,15 +378,22 @@ class CampaignRead(BaseModel):
     progress: Progress
     error: str | None = None
     stop: dict[str, Any] | None = Field(None, description="the stop rules in force")
-    stop_reason: str | None = Field(None, description="the rule that completed the campaign, "
-                                    "with its value, e.g. 'target_score 0.9 reached: best 0.93 "
-                                    "in round 3'")
+    stop_reason: str | None = Field(
+        None,
+        description="the rule that completed the campaign, "
+        "with its value, e.g. 'target_score 0.9 reached: best 0.93 "
+        "in round 3'",
+    )
     notify_url: str | None = None
     notify_events: list[str] | None = None
-    notify_secret: str | None = Field(None, description="the key of the X-Llome-Signature HMAC, "
-                                      "in the creation response only")
-    twin_of: int | None = Field(None, description="a synthetic twin: the wet-lab campaign it "
-                                "mirrors (that campaign's GET .../forecast reads it)")
+    notify_secret: str | None = Field(
+        None, description="the key of the X-Llome-Signature HMAC, in the creation response only"
+    )
+    twin_of: int | None = Field(
+        None,
+        description="a synthetic twin: the wet-lab campaign it "
+        "mirrors (that campaign's GET .../forecast reads it)",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -349,12 +405,16 @@ class CampaignRead(BaseModel):
         if not gen or gen.get("num_seeds") is None or gen.get("samples_per_step") is None:
             return None
         per_seed = int(bool(gen.get("greedy", True))) + len(gen.get("temperatures") or ()) * int(
-            gen["samples_per_step"])
+            gen["samples_per_step"]
+        )
         outputs = int(gen["num_seeds"]) * int(gen["num_steps"]) * per_seed
-        return RefinementBudget(num_seeds=gen["num_seeds"], num_steps=gen["num_steps"],
-                                samples_per_step=gen["samples_per_step"],
-                                outputs_per_round=outputs,
-                                outputs_per_oracle_call=round(outputs / max(1, self.batch_size), 1))
+        return RefinementBudget(
+            num_seeds=gen["num_seeds"],
+            num_steps=gen["num_steps"],
+            samples_per_step=gen["samples_per_step"],
+            outputs_per_round=outputs,
+            outputs_per_oracle_call=round(outputs / max(1, self.batch_size), 1),
+        )
 
 
 CampaignPage = Page[CampaignRead]

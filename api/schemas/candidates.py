@@ -29,13 +29,20 @@ class CandidateDetail(BaseModel):
     checkpoint_sha256: str | None = None
     temperature: float | None = Field(None, description="null for greedy decoding and the GA")
     log_likelihood: float | None = None
-    mutations: str | None = Field(None, description="against the parent, ProteinGym notation (A14D:K2R, 1-based)")
+    mutations: str | None = Field(
+        None, description="against the parent, ProteinGym notation (A14D:K2R, 1-based)"
+    )
     reference_sequence: str | None = None
-    reference_mutations: str | None = Field(None, description="against the campaign's reference sequence")
+    reference_mutations: str | None = Field(
+        None, description="against the campaign's reference sequence"
+    )
     score: float | None = None
     feasible: bool | None = None
-    label: float | None = Field(None, description="its sequence's label: the mean of the current "
-                                "replicates (this result and any other measurement of it)")
+    label: float | None = Field(
+        None,
+        description="its sequence's label: the mean of the current "
+        "replicates (this result and any other measurement of it)",
+    )
     replicates: int = Field(0, description="current measurements of its sequence")
     label_se: float | None = Field(None, description="standard error of the label")
     is_control: bool = False

@@ -76,9 +76,17 @@ class Strict(BaseModel):
                     continue
                 if isinstance(v, str) and "\x00" in v:
                     # Postgres text cannot hold NUL; say so by field, not as a database error.
-                    raise ValueError(f"{name}: contains a NUL character (\\x00); text cannot hold one")
-                items = v if typing.get_origin(field.annotation) in (list, tuple) and isinstance(v, list) else [v]
-                numbers = field.annotation in _NUMBERS or any(a in _NUMBERS for a in typing.get_args(field.annotation))
+                    raise ValueError(
+                        f"{name}: contains a NUL character (\\x00); text cannot hold one"
+                    )
+                items = (
+                    v
+                    if typing.get_origin(field.annotation) in (list, tuple) and isinstance(v, list)
+                    else [v]
+                )
+                numbers = field.annotation in _NUMBERS or any(
+                    a in _NUMBERS for a in typing.get_args(field.annotation)
+                )
                 if numbers and any(isinstance(x, bool) for x in items):
                     raise ValueError(f"{name}: expected numbers, not true/false")
                 if field.annotation in _BOOLS and v is not None and not isinstance(v, bool):
@@ -96,7 +104,7 @@ def params_from_dataclass(
     for f in dataclasses.fields(cls):
         if f.name in exclude:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         fields[f.name] = (hints[f.name], default)
     model = create_model(name, __base__=Strict, __doc__=doc or cls.__doc__, **fields)
     return model

@@ -35,19 +35,29 @@ class HistoryRead(BaseModel):
     sequence_id: int
     sequence: str
     current: MeasurementRecord | None = Field(description="the latest current measurement")
-    label: float | None = Field(None, description="the sequence's label: the mean of its current "
-                                "feasible replicates (null: infeasible, or not measured)")
+    label: float | None = Field(
+        None,
+        description="the sequence's label: the mean of its current "
+        "feasible replicates (null: infeasible, or not measured)",
+    )
     replicates: int = Field(0, description="current measurements of the sequence")
-    label_se: float | None = Field(None, description="standard error of the label (two or more "
-                                   "feasible replicates)")
+    label_se: float | None = Field(
+        None, description="standard error of the label (two or more feasible replicates)"
+    )
     items: list[MeasurementRecord] = Field(description="every label, oldest first")
 
 
 class CorrectionCreate(Strict):
     """A corrected label; the old one stays in the history."""
 
-    score: float | None = Field(None, allow_inf_nan=False, description="empty for an infeasible sequence")
+    score: float | None = Field(
+        None, allow_inf_nan=False, description="empty for an infeasible sequence"
+    )
     feasible: bool = True
     note: str = Field(min_length=1, max_length=2000, description="why the label changed")
-    measurement_id: int | None = Field(None, ge=1, le=2**31 - 1, description="the replicate to "
-                                       "correct (needed when the sequence has several)")
+    measurement_id: int | None = Field(
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description="the replicate to correct (needed when the sequence has several)",
+    )

@@ -17,7 +17,9 @@ class SequenceRead(BaseModel):
     score: float | None
     feasible: bool
     source: str
-    round: int | None = Field(None, description="the round whose batch proposed it (null: seed or upload)")
+    round: int | None = Field(
+        None, description="the round whose batch proposed it (null: seed or upload)"
+    )
     candidate_id: int | None = None
     batch_id: int | None = None
     created_at: datetime

@@ -34,10 +34,17 @@ class UploadCheck(BaseModel):
     rejected: int
     new_measurements: int
     duplicates: int = Field(description="rows equal to a result already stored")
-    replicates: Replicates | None = Field(None, description="sequences the commit leaves with "
-                                          "several current measurements (their label: the mean)")
-    errors: list[FieldError] = Field(default_factory=list, description="{row, column, reason} per problem")
-    skipped_rows: list[int] | None = Field(None, description="rows left out by a skip_rejected commit")
+    replicates: Replicates | None = Field(
+        None,
+        description="sequences the commit leaves with "
+        "several current measurements (their label: the mean)",
+    )
+    errors: list[FieldError] = Field(
+        default_factory=list, description="{row, column, reason} per problem"
+    )
+    skipped_rows: list[int] | None = Field(
+        None, description="rows left out by a skip_rejected commit"
+    )
     skip_rejected: bool | None = None
 
 
@@ -53,13 +60,17 @@ class UploadRead(BaseModel):
     sha256: str
     filename: str | None = None
     report: UploadCheck | None = None
-    already_uploaded: bool = Field(False, description="the same bytes were uploaded before: this is that upload")
+    already_uploaded: bool = Field(
+        False, description="the same bytes were uploaded before: this is that upload"
+    )
     api_key_id: int | None = Field(None, description="who: the API key that uploaded it")
     created_at: datetime
     committed_at: datetime | None = None
     campaign_status: str | None = None
     batch_status: str | None = Field(None, description="the status of the upload's batch now")
-    remaining: int | None = Field(None, description="candidates of the batch still without a result")
+    remaining: int | None = Field(
+        None, description="candidates of the batch still without a result"
+    )
 
 
 UploadPage = Page[UploadRead]

@@ -67,21 +67,51 @@ class TableSpec:
 TABLES = (
     TableSpec("sequences.jsonl", Sequence.__table__),  # type: ignore[arg-type]
     TableSpec("batches.jsonl", Batch.__table__),  # type: ignore[arg-type]
-    TableSpec("uploads.jsonl", Upload.__table__, {"batch_id": "batches.jsonl"},  # type: ignore[arg-type]
-              drop=("api_key_id",)),
-    TableSpec("candidates.jsonl", Candidate.__table__,  # type: ignore[arg-type]
-              {"batch_id": "batches.jsonl", "sequence_id": "sequences.jsonl"}),
-    TableSpec("measurements.jsonl", Measurement.__table__,  # type: ignore[arg-type]
-              {"sequence_id": "sequences.jsonl", "candidate_id": "candidates.jsonl",
-               "batch_id": "batches.jsonl", "upload_id": "uploads.jsonl",
-               "supersedes_id": "measurements.jsonl"}, drop=("api_key_id",)),
+    TableSpec(
+        "uploads.jsonl",
+        Upload.__table__,  # type: ignore[arg-type]
+        {"batch_id": "batches.jsonl"},
+        drop=("api_key_id",),
+    ),
+    TableSpec(
+        "candidates.jsonl",
+        Candidate.__table__,  # type: ignore[arg-type]
+        {"batch_id": "batches.jsonl", "sequence_id": "sequences.jsonl"},
+    ),
+    TableSpec(
+        "measurements.jsonl",
+        Measurement.__table__,  # type: ignore[arg-type]
+        {
+            "sequence_id": "sequences.jsonl",
+            "candidate_id": "candidates.jsonl",
+            "batch_id": "batches.jsonl",
+            "upload_id": "uploads.jsonl",
+            "supersedes_id": "measurements.jsonl",
+        },
+        drop=("api_key_id",),
+    ),
     TableSpec("rounds.jsonl", Round.__table__),  # type: ignore[arg-type]
     TableSpec("jobs.jsonl", Job.__table__),  # type: ignore[arg-type]
     TableSpec("events.jsonl", CampaignEvent.__table__),  # type: ignore[arg-type]
 )
-CAMPAIGN_FIELDS = ("name", "status", "round", "message", "error", "stop_reason", "oracle_kind",
-                   "optimizer_kind", "alphabet", "length", "batch_size", "rounds", "seed", "spec",
-                   "created_at", "updated_at")
+CAMPAIGN_FIELDS = (
+    "name",
+    "status",
+    "round",
+    "message",
+    "error",
+    "stop_reason",
+    "oracle_kind",
+    "optimizer_kind",
+    "alphabet",
+    "length",
+    "batch_size",
+    "rounds",
+    "seed",
+    "spec",
+    "created_at",
+    "updated_at",
+)
 
 
 class InvalidBundle(LlomeError):
@@ -110,21 +140,27 @@ def _uncell(value: Any) -> Any:
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps({k: _cell(v) for k, v in r.items()}, sort_keys=True).encode() + b"\n"
-                    for r in rows)
+    return b"".join(
+        json.dumps({k: _cell(v) for k, v in r.items()}, sort_keys=True).encode() + b"\n"
+        for r in rows
+    )
 
 
 def latest_checkpoint(session: Session, campaign: Campaign) -> Round | None:
     return session.scalar(
-        select(Round).where(Round.campaign_id == campaign.id, Round.checkpoint_path.is_not(None))
-        .order_by(Round.number.desc()).limit(1))
+        select(Round)
+        .where(Round.campaign_id == campaign.id, Round.checkpoint_path.is_not(None))
+        .order_by(Round.number.desc())
+        .limit(1)
+    )
 
 
 def export(session: Session, campaign: Campaign, *, weights: bool = True) -> bytes:
     """The bundle's bytes (gzip-compressed tar)."""
     members: dict[str, bytes] = {}
     members[CAMPAIGN] = json.dumps(
-        {k: _cell(getattr(campaign, k)) for k in CAMPAIGN_FIELDS}, sort_keys=True, indent=1).encode()
+        {k: _cell(getattr(campaign, k)) for k in CAMPAIGN_FIELDS}, sort_keys=True, indent=1
+    ).encode()
     for spec in TABLES:
         t = spec.table
         rows = session.execute(select(t).where(t.c.campaign_id == campaign.id).order_by(t.c.id))
@@ -135,10 +171,13 @@ def export(session: Session, campaign: Campaign, *, weights: bool = True) -> byt
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             members[f"{CHECKPOINT_DIR}/{path.relative_to(root).as_posix()}"] = path.read_bytes()
     manifest = {
-        "format_version": FORMAT_VERSION, "llome_version": LLOME_VERSION,
-        "campaign_id": campaign.id, "created_at": utcnow().isoformat(),
-        "checkpoint_round": rnd.number if rnd is not None and f"{CHECKPOINT_DIR}/" in
-        "".join(members) else None,
+        "format_version": FORMAT_VERSION,
+        "llome_version": LLOME_VERSION,
+        "campaign_id": campaign.id,
+        "created_at": utcnow().isoformat(),
+        "checkpoint_round": rnd.number
+        if rnd is not None and f"{CHECKPOINT_DIR}/" in "".join(members)
+        else None,
         "members": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
     }
     buf = io.BytesIO()
@@ -177,18 +216,26 @@ def read(data: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidBundle(f"manifest.json is not a bundle manifest: {exc}") from None
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise InvalidBundle(f"bundle format {manifest.get('format_version')!r}; this server reads "
-                            f"format {FORMAT_VERSION}")
+        raise InvalidBundle(
+            f"bundle format {manifest.get('format_version')!r}; this server reads "
+            f"format {FORMAT_VERSION}"
+        )
     for name in sorted(set(expected) | set(files)):
         if name not in files:
-            raise InvalidBundle(f"member {name!r} is listed in the manifest but missing",
-                                errors=[{"field": name, "reason": "missing"}])
+            raise InvalidBundle(
+                f"member {name!r} is listed in the manifest but missing",
+                errors=[{"field": name, "reason": "missing"}],
+            )
         if name not in expected:
-            raise InvalidBundle(f"member {name!r} is not listed in the manifest",
-                                errors=[{"field": name, "reason": "not in the manifest"}])
+            raise InvalidBundle(
+                f"member {name!r} is not listed in the manifest",
+                errors=[{"field": name, "reason": "not in the manifest"}],
+            )
         if hashlib.sha256(files[name]).hexdigest() != expected[name]:
-            raise InvalidBundle(f"member {name!r}: its SHA-256 does not match the manifest",
-                                errors=[{"field": name, "reason": "checksum mismatch"}])
+            raise InvalidBundle(
+                f"member {name!r}: its SHA-256 does not match the manifest",
+                errors=[{"field": name, "reason": "checksum mismatch"}],
+            )
     for name in (CAMPAIGN, *(t.member for t in TABLES)):
         if name not in files:
             raise InvalidBundle(f"the bundle has no {name}")
@@ -205,29 +252,50 @@ def import_(session: Session, data: bytes, *, lab_id: int, settings: Settings) -
     except ValueError as exc:
         raise InvalidBundle(f"campaign.json: the spec is not valid here: {exc}") from None
     notifications.check_url(spec.notify_url, settings)
-    campaign = Campaign(lab_id=lab_id, **{k: source[k] for k in CAMPAIGN_FIELDS},
-                        notify_secret=notifications.new_secret() if spec.notify_url else None)
+    campaign = Campaign(
+        lab_id=lab_id,
+        **{k: source[k] for k in CAMPAIGN_FIELDS},
+        notify_secret=notifications.new_secret() if spec.notify_url else None,
+    )
     session.add(campaign)
     session.flush()
     ids: dict[str, dict[int, int]] = {}
     for t in TABLES:
-        rows = [{k: _uncell(v) for k, v in json.loads(line).items()}
-                for line in files[t.member].splitlines() if line.strip()]
+        rows = [
+            {k: _uncell(v) for k, v in json.loads(line).items()}
+            for line in files[t.member].splitlines()
+            if line.strip()
+        ]
         ids[t.member] = _insert(session, t, rows, campaign.id, ids)
     _restore_checkpoint(session, campaign, manifest, files, settings)
     # Work that was in flight at the source starts over here.
-    session.execute(update(Job).where(Job.campaign_id == campaign.id,
-                                      Job.status == JobStatus.RUNNING)
-                    .values(status=JobStatus.QUEUED, lease_until=None))
-    session.add(CampaignEvent(campaign_id=campaign.id, kind="imported", to_status=campaign.status,
-                              detail={"source_campaign_id": manifest.get("campaign_id"),
-                                      "llome_version": manifest.get("llome_version")}))
+    session.execute(
+        update(Job)
+        .where(Job.campaign_id == campaign.id, Job.status == JobStatus.RUNNING)
+        .values(status=JobStatus.QUEUED, lease_until=None)
+    )
+    session.add(
+        CampaignEvent(
+            campaign_id=campaign.id,
+            kind="imported",
+            to_status=campaign.status,
+            detail={
+                "source_campaign_id": manifest.get("campaign_id"),
+                "llome_version": manifest.get("llome_version"),
+            },
+        )
+    )
     campaign_service.advance(session, campaign, resend_queued=True)
     return campaign
 
 
-def _insert(session: Session, t: TableSpec, rows: list[dict[str, Any]], campaign_id: int,
-            ids: dict[str, dict[int, int]]) -> dict[int, int]:
+def _insert(
+    session: Session,
+    t: TableSpec,
+    rows: list[dict[str, Any]],
+    campaign_id: int,
+    ids: dict[str, dict[int, int]],
+) -> dict[int, int]:
     """Insert ``rows`` with new ids; returns old id -> new id."""
     if not rows:
         return {}
@@ -246,8 +314,9 @@ def _insert(session: Session, t: TableSpec, rows: list[dict[str, Any]], campaign
             try:
                 new[col] = ids[member][new[col]]
             except KeyError:
-                raise InvalidBundle(f"{t.member}: row {row['id']} names {col} {new[col]}, which "
-                                    f"is not in {member}") from None
+                raise InvalidBundle(
+                    f"{t.member}: row {row['id']} names {col} {new[col]}, which is not in {member}"
+                ) from None
         prepared.append(new)
     stmt = insert(t.table).returning(t.table.c.id, sort_by_parameter_order=True)
     new_ids = list(session.scalars(stmt, prepared))
@@ -258,8 +327,13 @@ def _insert(session: Session, t: TableSpec, rows: list[dict[str, Any]], campaign
     return mapping
 
 
-def _restore_checkpoint(session: Session, campaign: Campaign, manifest: dict[str, Any],
-                        files: dict[str, bytes], settings: Settings) -> None:
+def _restore_checkpoint(
+    session: Session,
+    campaign: Campaign,
+    manifest: dict[str, Any],
+    files: dict[str, bytes],
+    settings: Settings,
+) -> None:
     """Unpack ``checkpoint/`` into this server's data directory and point the rounds' rows
     and loop state at it (the source's paths mean nothing here)."""
     number = manifest.get("checkpoint_round")
@@ -267,13 +341,18 @@ def _restore_checkpoint(session: Session, campaign: Campaign, manifest: dict[str
     prefix = f"{CHECKPOINT_DIR}/"
     dest = None
     if number is not None and any(n.startswith(prefix) for n in files):
-        dest = (Path(settings.data_dir).expanduser().resolve() / "campaigns" / str(campaign.id)
-                / f"round-{number:03d}-imported" / "checkpoint")
+        dest = (
+            Path(settings.data_dir).expanduser().resolve()
+            / "campaigns"
+            / str(campaign.id)
+            / f"round-{number:03d}-imported"
+            / "checkpoint"
+        )
         if dest.exists():
             shutil.rmtree(dest)
         for name, data in files.items():
             if name.startswith(prefix):
-                path = dest / name[len(prefix):]
+                path = dest / name[len(prefix) :]
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
     source_path = next((r.checkpoint_path for r in rounds if r.number == number), None)

@@ -55,16 +55,18 @@ WAITING_FOR_LABELS = (
 # --- create / read ------------------------------------------------------------------------
 
 
-def create(session: Session, *, data: CampaignCreate, lab_id: int,
-           settings: Settings | None = None) -> Campaign:
+def create(
+    session: Session, *, data: CampaignCreate, lab_id: int, settings: Settings | None = None
+) -> Campaign:
     """Insert the campaign for lab ``lab_id`` and start it (an Ehrlich campaign starts seeding
     at once). With ``settings``, a ``notify_url`` outside the allowed hosts is a 422."""
     if settings is not None:
         notifications.check_url(data.notify_url, settings)
     from api.services import models as model_registry
 
-    data = data.model_copy(update={"model": model_registry.resolve_for_campaign(
-        session, data.model, lab_id)})
+    data = data.model_copy(
+        update={"model": model_registry.resolve_for_campaign(session, data.model, lab_id)}
+    )
     oracle = data.oracle
     if isinstance(oracle, EhrlichParams):
         alphabet, length = oracle.alphabet().letters, oracle.dim
@@ -97,8 +99,9 @@ def spec_of(campaign: Campaign) -> CampaignCreate:
     return CampaignCreate.model_validate(campaign.spec)
 
 
-def get_or_404(session: Session, campaign_id: int, *, lock: bool = False,
-               lab_id: int | None = None) -> Campaign:
+def get_or_404(
+    session: Session, campaign_id: int, *, lock: bool = False, lab_id: int | None = None
+) -> Campaign:
     """The campaign; with ``lab_id`` (every API request) only that lab's, so another lab's
     campaign is the same 404 as a missing one. Workers pass no lab."""
     q = select(Campaign).where(Campaign.id == campaign_id)
@@ -114,11 +117,18 @@ def get_or_404(session: Session, campaign_id: int, *, lock: bool = False,
     return campaign
 
 
-def list_(session: Session, *, lab_id: int, cursor: int | None,
-          limit: int) -> tuple[list[Campaign], int | None]:
+def list_(
+    session: Session, *, lab_id: int, cursor: int | None, limit: int
+) -> tuple[list[Campaign], int | None]:
     """The lab's campaigns, newest first; the cursor is the last id seen."""
-    return paging.keyset(session, select(Campaign).where(Campaign.lab_id == lab_id), Campaign.id,
-                         cursor=cursor, limit=limit, newest_first=True)
+    return paging.keyset(
+        session,
+        select(Campaign).where(Campaign.lab_id == lab_id),
+        Campaign.id,
+        cursor=cursor,
+        limit=limit,
+        newest_first=True,
+    )
 
 
 def current_job(session: Session, campaign: Campaign) -> Job | None:
@@ -184,20 +194,35 @@ def to_read(session: Session, campaign: Campaign, *, with_secret: bool = False) 
 _RESUMING = "llome_resuming"  # session.info: the campaign whose next status event is its resume
 
 
-def _event(session: Session, campaign: Campaign, kind: str, old: str | None, new: str | None,
-           detail: dict[str, Any] | None = None) -> None:
+def _event(
+    session: Session,
+    campaign: Campaign,
+    kind: str,
+    old: str | None,
+    new: str | None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     if old == CampaignStatus.CREATED and session.info.get(_RESUMING) == campaign.id:
         # resume() passes through "created" only for advance() to work out where the campaign
         # stands: the move that happened is paused -> new.
         del session.info[_RESUMING]
         kind, old = "resumed", CampaignStatus.PAUSED
-    session.add(CampaignEvent(campaign_id=campaign.id, kind=kind, from_status=old, to_status=new,
-                              detail=detail))
+    session.add(
+        CampaignEvent(
+            campaign_id=campaign.id, kind=kind, from_status=old, to_status=new, detail=detail
+        )
+    )
 
 
-def set_status(session: Session, campaign: Campaign, status: CampaignStatus, *,
-               kind: str = "status", message: str | None = None,
-               detail: dict[str, Any] | None = None) -> None:
+def set_status(
+    session: Session,
+    campaign: Campaign,
+    status: CampaignStatus,
+    *,
+    kind: str = "status",
+    message: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     """Move the campaign (a terminal status never changes again) and log the event."""
     old = campaign.status
     if old in TERMINAL_CAMPAIGN and status != old:
@@ -246,7 +271,9 @@ def cancel(session: Session, campaign: Campaign) -> None:
     set_status(session, campaign, CampaignStatus.CANCELLED, kind="cancelled")
     session.execute(
         update(Job)
-        .where(Job.campaign_id == campaign.id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .where(
+            Job.campaign_id == campaign.id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
+        )
         .values(status=JobStatus.CANCELLED, lease_until=None, finished_at=utcnow())
     )
 
@@ -254,8 +281,13 @@ def cancel(session: Session, campaign: Campaign) -> None:
 # --- the state machine --------------------------------------------------------------------
 
 
-def advance(session: Session, campaign: Campaign, *, resend_queued: bool = False,
-            settings: Settings | None = None) -> None:
+def advance(
+    session: Session,
+    campaign: Campaign,
+    *,
+    resend_queued: bool = False,
+    settings: Settings | None = None,
+) -> None:
     """Move the campaign as far as its rows allow; the caller holds the campaign row lock.
 
     ``resend_queued``: send the current job again if it is queued (resume). ``settings``: also
@@ -272,60 +304,102 @@ def advance(session: Session, campaign: Campaign, *, resend_queued: bool = False
                 if job is None:
                     return
             elif not _has_measurements(session, campaign):
-                set_status(session, campaign, CampaignStatus.CREATED,
-                           message=WAITING_FOR_SEED.format(id=campaign.id))
+                set_status(
+                    session,
+                    campaign,
+                    CampaignStatus.CREATED,
+                    message=WAITING_FOR_SEED.format(id=campaign.id),
+                )
                 return
             campaign.round = 1
             continue
-        if campaign.optimizer_kind == OptimizerKind.LLOME:
-            if _step(session, campaign, r, JobStep.TRAIN, resend_queued, settings) is None:
-                return
+        if campaign.optimizer_kind == OptimizerKind.LLOME and (
+            _step(session, campaign, r, JobStep.TRAIN, resend_queued, settings) is None
+        ):
+            return
         if _step(session, campaign, r, JobStep.GENERATE, resend_queued, settings) is None:
             return
-        batch = session.scalar(select(Batch).where(Batch.campaign_id == campaign.id, Batch.round == r))
+        batch = session.scalar(
+            select(Batch).where(Batch.campaign_id == campaign.id, Batch.round == r)
+        )
         if batch is None:  # a generate step that proposed nothing new: nothing left to try
-            set_status(session, campaign, CampaignStatus.COMPLETED,
-                       message=f"round {r} proposed no new sequence; the campaign stopped")
+            set_status(
+                session,
+                campaign,
+                CampaignStatus.COMPLETED,
+                message=f"round {r} proposed no new sequence; the campaign stopped",
+            )
             return
         if batch.status != BatchStatus.LABELLED:
             if not ehrlich:
-                set_status(session, campaign, CampaignStatus.AWAITING_LABELS,
-                           message=WAITING_FOR_LABELS.format(id=campaign.id, batch_id=batch.id))
+                set_status(
+                    session,
+                    campaign,
+                    CampaignStatus.AWAITING_LABELS,
+                    message=WAITING_FOR_LABELS.format(id=campaign.id, batch_id=batch.id),
+                )
                 notifications.emit(session, campaign, "batch_ready", batch_id=batch.id)
                 return
             if _step(session, campaign, r, JobStep.LABEL, resend_queued, settings) is None:
                 return
             if batch.status != BatchStatus.LABELLED:  # the label step commits both together
-                fail(session, campaign, f"internal error: round {r}'s label step succeeded "
-                     "but its batch is not labelled")
+                fail(
+                    session,
+                    campaign,
+                    f"internal error: round {r}'s label step succeeded "
+                    "but its batch is not labelled",
+                )
                 return
         if ehrlich and _optimum_found(session, campaign):
-            set_status(session, campaign, CampaignStatus.COMPLETED,
-                       message=f"the optimum (score 1) was found by round {r}")
+            set_status(
+                session,
+                campaign,
+                CampaignStatus.COMPLETED,
+                message=f"the optimum (score 1) was found by round {r}",
+            )
             return
         if (reason := _stop_reason(session, campaign, r)) is not None:
             campaign.stop_reason = reason
-            set_status(session, campaign, CampaignStatus.COMPLETED, kind="stopped", message=reason,
-                       detail={"stop_reason": reason})
+            set_status(
+                session,
+                campaign,
+                CampaignStatus.COMPLETED,
+                kind="stopped",
+                message=reason,
+                detail={"stop_reason": reason},
+            )
             return
         if r >= campaign.rounds:
-            set_status(session, campaign, CampaignStatus.COMPLETED,
-                       message=f"all {campaign.rounds} rounds done")
+            set_status(
+                session,
+                campaign,
+                CampaignStatus.COMPLETED,
+                message=f"all {campaign.rounds} rounds done",
+            )
             return
         campaign.round = r + 1
 
 
-def _step(session: Session, campaign: Campaign, r: int, step: JobStep, resend_queued: bool,
-          settings: Settings | None) -> Job | None:
+def _step(
+    session: Session,
+    campaign: Campaign,
+    r: int,
+    step: JobStep,
+    resend_queued: bool,
+    settings: Settings | None,
+) -> Job | None:
     """The succeeded job of this step, or None after making sure it is queued or running."""
     job = jobs.get_job(session, campaign.id, r, step)
     if job is not None and job.status == JobStatus.SUCCEEDED:
         return job
     if job is None:
         job = jobs.create_job(session, campaign.id, r, step)
-    elif job.status == JobStatus.QUEUED and resend_queued:
-        jobs.send_job(session, job)
-    elif settings is not None and jobs.needs_resend(job, utcnow(), settings):
+    elif (
+        job.status == JobStatus.QUEUED
+        and resend_queued
+        or settings is not None
+        and jobs.needs_resend(job, utcnow(), settings)
+    ):
         jobs.send_job(session, job)
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         set_status(session, campaign, STATUS_OF_STEP[JobStep(step)])
@@ -337,23 +411,30 @@ def _stop_reason(session: Session, campaign: Campaign, r: int) -> str | None:
     rule = StopParams.model_validate(campaign.spec.get("stop") or {}).to_rule()
     if not rule.active:
         return None
-    from api.services import metrics  # noqa: PLC0415 (plotting code, loaded only when needed)
+    from api.services import metrics
 
-    history = [RoundRecord(m.round, m.best_score, m.oracle_calls)
-               for m in metrics.compute(session, campaign).rounds if m.round <= r]
+    history = [
+        RoundRecord(m.round, m.best_score, m.oracle_calls)
+        for m in metrics.compute(session, campaign).rounds
+        if m.round <= r
+    ]
     return stop_reason(rule, history, next_batch=campaign.batch_size if r < campaign.rounds else 0)
 
 
 def _has_measurements(session: Session, campaign: Campaign) -> bool:
-    return session.scalar(
-        select(Measurement.id).where(Measurement.campaign_id == campaign.id).limit(1)
-    ) is not None
+    return (
+        session.scalar(
+            select(Measurement.id).where(Measurement.campaign_id == campaign.id).limit(1)
+        )
+        is not None
+    )
 
 
 def _optimum_found(session: Session, campaign: Campaign) -> bool:
     best = session.scalar(
         select(func.max(Measurement.value)).where(
-            Measurement.campaign_id == campaign.id, Measurement.feasible.is_(True),
+            Measurement.campaign_id == campaign.id,
+            Measurement.feasible.is_(True),
             Measurement.superseded_at.is_(None),
         )
     )

@@ -35,6 +35,8 @@ from api.services import notifications
 from llome_core import replicates
 
 TEMPLATE_COLUMNS = ["candidate_id", "sequence", "mutant", "score", "status"]
+
+
 def reference_of(campaign: Campaign) -> str | None:
     return (campaign.spec.get("oracle") or {}).get("reference")
 
@@ -56,8 +58,10 @@ def ttl_of(campaign: Campaign) -> timedelta | None:
 def move(candidate: Candidate, to: CandidateStatus, now: datetime) -> None:
     """Move ``candidate`` to ``to``; 409 when the move is not allowed (a terminal state never changes)."""
     if to not in CANDIDATE_MOVES.get(candidate.status, frozenset()):
-        raise InvalidState(f"candidate {candidate.id} is {candidate.status}; it cannot become {to}"
-                           + ("" if candidate.status in CANDIDATE_MOVES else " (a final state)"))
+        raise InvalidState(
+            f"candidate {candidate.id} is {candidate.status}; it cannot become {to}"
+            + ("" if candidate.status in CANDIDATE_MOVES else " (a final state)")
+        )
     candidate.status = to
     candidate.status_changed_at = now
     if to == CandidateStatus.RELEASED:
@@ -65,10 +69,14 @@ def move(candidate: Candidate, to: CandidateStatus, now: datetime) -> None:
 
 
 def pending_count(session: Session, batch: Batch) -> int:
-    return session.scalar(
-        select(func.count()).select_from(Candidate).where(
-            Candidate.batch_id == batch.id, Candidate.status.in_(list(PENDING_CANDIDATE)))
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Candidate)
+            .where(Candidate.batch_id == batch.id, Candidate.status.in_(list(PENDING_CANDIDATE)))
+        )
+        or 0
+    )
 
 
 def settle_batch(session: Session, campaign: Campaign, batch: Batch, now: datetime) -> bool:
@@ -91,11 +99,17 @@ def expire_overdue(session: Session, campaign: Campaign, now: datetime | None = 
     if ttl is None or campaign.oracle_kind == OracleKind.EHRLICH:
         return 0
     now = now or utcnow()
-    pending = list(session.scalars(
-        select(Candidate).join(Batch, Batch.id == Candidate.batch_id)
-        .where(Candidate.campaign_id == campaign.id, Candidate.status.in_(list(PENDING_CANDIDATE)),
-               Batch.status == BatchStatus.AWAITING_LABELS)
-    ))
+    pending = list(
+        session.scalars(
+            select(Candidate)
+            .join(Batch, Batch.id == Candidate.batch_id)
+            .where(
+                Candidate.campaign_id == campaign.id,
+                Candidate.status.in_(list(PENDING_CANDIDATE)),
+                Batch.status == BatchStatus.AWAITING_LABELS,
+            )
+        )
+    )
     expired = [c for c in pending if (c.released_at or c.created_at) + ttl <= now]
     for c in expired:
         move(c, CandidateStatus.EXPIRED, now)
@@ -111,9 +125,14 @@ def release(session: Session, campaign: Campaign, batch: Batch, now: datetime) -
     """Mark the batch ordered: its ``proposed`` and ``assay_failed`` candidates become ``released``."""
     if batch.status != BatchStatus.AWAITING_LABELS:
         raise BatchNotAwaitingLabels(f"batch {batch.id} is {batch.status}, not awaiting labels")
-    cands = list(session.scalars(select(Candidate).where(
-        Candidate.batch_id == batch.id,
-        Candidate.status.in_([CandidateStatus.PROPOSED, CandidateStatus.ASSAY_FAILED]))))
+    cands = list(
+        session.scalars(
+            select(Candidate).where(
+                Candidate.batch_id == batch.id,
+                Candidate.status.in_([CandidateStatus.PROPOSED, CandidateStatus.ASSAY_FAILED]),
+            )
+        )
+    )
     for c in cands:
         move(c, CandidateStatus.RELEASED, now)
     session.flush()
@@ -132,8 +151,9 @@ def withdraw(session: Session, campaign: Campaign, candidate: Candidate, now: da
 
 
 def get_or_404(session: Session, campaign: Campaign, candidate_id: int) -> Candidate:
-    cand = session.scalar(select(Candidate).where(Candidate.id == candidate_id,
-                                                  Candidate.campaign_id == campaign.id))
+    cand = session.scalar(
+        select(Candidate).where(Candidate.id == candidate_id, Candidate.campaign_id == campaign.id)
+    )
     if cand is None:
         raise NotFound(f"campaign {campaign.id} has no candidate {candidate_id}")
     return cand
@@ -143,31 +163,59 @@ def detail(session: Session, campaign: Campaign, cand: Candidate) -> CandidateDe
     text = session.scalar(select(Sequence.text).where(Sequence.id == cand.sequence_id))
     batch = session.get(Batch, cand.batch_id)
     assert batch is not None and text is not None
-    label = session.scalar(select(Measurement).where(Measurement.candidate_id == cand.id)
-                           .order_by(Measurement.id.desc()).limit(1))
-    live = session.execute(select(Measurement.value, Measurement.feasible).where(
-        Measurement.sequence_id == cand.sequence_id, Measurement.superseded_at.is_(None))).all()
+    label = session.scalar(
+        select(Measurement)
+        .where(Measurement.candidate_id == cand.id)
+        .order_by(Measurement.id.desc())
+        .limit(1)
+    )
+    live = session.execute(
+        select(Measurement.value, Measurement.feasible).where(
+            Measurement.sequence_id == cand.sequence_id, Measurement.superseded_at.is_(None)
+        )
+    ).all()
     mean = replicates.combine([(v, bool(f)) for v, f in live]) if live else None
     return CandidateDetail(
-        id=cand.id, candidate_id=cand.id, batch_id=cand.batch_id, sequence=text, status=cand.status,
-        round=batch.round, parent_sequence=cand.parent, seed=cand.trajectory_seed,
-        refinement_step=cand.refinement_step, objective=cand.objective,
-        checkpoint_sha256=cand.checkpoint_sha256, temperature=cand.temperature,
-        log_likelihood=cand.log_likelihood, mutations=cand.mutations,
-        reference_sequence=reference_of(campaign), reference_mutations=cand.reference_mutations,
-        score=label.value if label else None, feasible=label.feasible if label else None,
-        label=mean.value if mean else None, replicates=len(live),
-        label_se=mean.se if mean else None, is_control=bool(cand.is_control), control_score=cand.control_score,
-        released_at=cand.released_at, status_changed_at=cand.status_changed_at,
+        id=cand.id,
+        candidate_id=cand.id,
+        batch_id=cand.batch_id,
+        sequence=text,
+        status=cand.status,
+        round=batch.round,
+        parent_sequence=cand.parent,
+        seed=cand.trajectory_seed,
+        refinement_step=cand.refinement_step,
+        objective=cand.objective,
+        checkpoint_sha256=cand.checkpoint_sha256,
+        temperature=cand.temperature,
+        log_likelihood=cand.log_likelihood,
+        mutations=cand.mutations,
+        reference_sequence=reference_of(campaign),
+        reference_mutations=cand.reference_mutations,
+        score=label.value if label else None,
+        feasible=label.feasible if label else None,
+        label=mean.value if mean else None,
+        replicates=len(live),
+        label_se=mean.se if mean else None,
+        is_control=bool(cand.is_control),
+        control_score=cand.control_score,
+        released_at=cand.released_at,
+        status_changed_at=cand.status_changed_at,
         created_at=cand.created_at,
     )
 
 
 def _rows(session: Session, batch: Batch) -> list[tuple[Candidate, str]]:
-    return list(session.execute(
-        select(Candidate, Sequence.text).join(Sequence, Sequence.id == Candidate.sequence_id)
-        .where(Candidate.batch_id == batch.id).order_by(Candidate.position)
-    ).tuples().all())
+    return list(
+        session.execute(
+            select(Candidate, Sequence.text)
+            .join(Sequence, Sequence.id == Candidate.sequence_id)
+            .where(Candidate.batch_id == batch.id)
+            .order_by(Candidate.position)
+        )
+        .tuples()
+        .all()
+    )
 
 
 def template_csv(session: Session, campaign: Campaign, batch: Batch) -> Iterator[str]:

@@ -28,8 +28,9 @@ class SequenceNotFound(NotFound):
 
 
 def _sequence(session: Session, campaign: Campaign, sequence_id: int) -> Sequence:
-    seq = session.scalar(select(Sequence).where(Sequence.id == sequence_id,
-                                                Sequence.campaign_id == campaign.id))
+    seq = session.scalar(
+        select(Sequence).where(Sequence.id == sequence_id, Sequence.campaign_id == campaign.id)
+    )
     if seq is None:
         raise SequenceNotFound(campaign.id, sequence_id)
     return seq
@@ -40,52 +41,86 @@ def history(session: Session, campaign: Campaign, sequence_id: int) -> HistoryRe
     seq = _sequence(session, campaign, sequence_id)
     # An uploaded label's key is its upload's; a correction carries its own.
     key_id = func.coalesce(Measurement.api_key_id, Upload.api_key_id)
-    rows = session.execute(
-        select(Measurement, Upload.sha256, key_id, ApiKey.prefix)
-        .outerjoin(Upload, Upload.id == Measurement.upload_id)
-        .outerjoin(ApiKey, ApiKey.id == key_id)
-        .where(Measurement.sequence_id == seq.id)
-        .order_by(Measurement.id)
-    ).tuples().all()
+    rows = (
+        session.execute(
+            select(Measurement, Upload.sha256, key_id, ApiKey.prefix)
+            .outerjoin(Upload, Upload.id == Measurement.upload_id)
+            .outerjoin(ApiKey, ApiKey.id == key_id)
+            .where(Measurement.sequence_id == seq.id)
+            .order_by(Measurement.id)
+        )
+        .tuples()
+        .all()
+    )
     successor = {m.supersedes_id: m.id for m, _, _, _ in rows if m.supersedes_id is not None}
     items = [
         MeasurementRecord(
-            id=m.id, score=m.value, feasible=m.feasible, source=m.source,
-            current=m.superseded_at is None, supersedes=m.supersedes_id,
-            superseded_by=successor.get(m.id), superseded_at=m.superseded_at,
-            candidate_id=m.candidate_id, batch_id=m.batch_id, upload_id=m.upload_id,
-            upload_sha256=sha, upload_row=m.row, api_key_id=key, api_key_prefix=prefix,
-            note=m.note, created_at=m.created_at,
+            id=m.id,
+            score=m.value,
+            feasible=m.feasible,
+            source=m.source,
+            current=m.superseded_at is None,
+            supersedes=m.supersedes_id,
+            superseded_by=successor.get(m.id),
+            superseded_at=m.superseded_at,
+            candidate_id=m.candidate_id,
+            batch_id=m.batch_id,
+            upload_id=m.upload_id,
+            upload_sha256=sha,
+            upload_row=m.row,
+            api_key_id=key,
+            api_key_prefix=prefix,
+            note=m.note,
+            created_at=m.created_at,
         )
         for m, sha, key, prefix in rows
     ]
     live = [i for i in items if i.current]
     label = replicates.combine([(i.score, i.feasible) for i in live]) if live else None
-    return HistoryRead(sequence_id=seq.id, sequence=seq.text,
-                       current=live[-1] if live else None, items=items,
-                       label=label.value if label else None, replicates=len(live),
-                       label_se=label.se if label else None)
+    return HistoryRead(
+        sequence_id=seq.id,
+        sequence=seq.text,
+        current=live[-1] if live else None,
+        items=items,
+        label=label.value if label else None,
+        replicates=len(live),
+        label_se=label.se if label else None,
+    )
 
 
-def correct(session: Session, campaign: Campaign, sequence_id: int, data: CorrectionCreate, *,
-            api_key_id: int | None) -> tuple[HistoryRead, bool]:
+def correct(
+    session: Session,
+    campaign: Campaign,
+    sequence_id: int,
+    data: CorrectionCreate,
+    *,
+    api_key_id: int | None,
+) -> tuple[HistoryRead, bool]:
     """Supersede the sequence's current label with ``data``, recording ``api_key_id`` as who
     corrected it; returns the history and whether a row was added (the same value again adds
     nothing, so a retried request is harmless)."""
     seq = _sequence(session, campaign, sequence_id)
     # A correction supersedes one measurement; the sequence's other replicates stay.
-    live = list(session.scalars(select(Measurement).where(
-        Measurement.sequence_id == seq.id, Measurement.superseded_at.is_(None))
-        .order_by(Measurement.id)))
+    live = list(
+        session.scalars(
+            select(Measurement)
+            .where(Measurement.sequence_id == seq.id, Measurement.superseded_at.is_(None))
+            .order_by(Measurement.id)
+        )
+    )
     if data.measurement_id is not None:
         old = next((m for m in live if m.id == data.measurement_id), None)
         if old is None:
-            raise Conflict(f"measurement {data.measurement_id} is not a current measurement of "
-                           f"sequence {seq.id} (see its history)")
+            raise Conflict(
+                f"measurement {data.measurement_id} is not a current measurement of "
+                f"sequence {seq.id} (see its history)"
+            )
     elif len(live) > 1:
-        raise Conflict(f"sequence {seq.id} has {len(live)} current replicates "
-                       f"({', '.join(str(m.id) for m in live)}): name the one to correct with "
-                       "measurement_id")
+        raise Conflict(
+            f"sequence {seq.id} has {len(live)} current replicates "
+            f"({', '.join(str(m.id) for m in live)}): name the one to correct with "
+            "measurement_id"
+        )
     else:
         old = live[0] if live else None
     if old is None:
@@ -98,7 +133,11 @@ def correct(session: Session, campaign: Campaign, sequence_id: int, data: Correc
         raise LlomeError("score must be a finite number")
     same = old.feasible == feasible and (
         (old.value is None and value is None)
-        or (old.value is not None and value is not None and abs(old.value - value) <= 1e-9 * max(1.0, abs(value)))
+        or (
+            old.value is not None
+            and value is not None
+            and abs(old.value - value) <= 1e-9 * max(1.0, abs(value))
+        )
     )
     if same:
         return history(session, campaign, seq.id), False
@@ -106,9 +145,19 @@ def correct(session: Session, campaign: Campaign, sequence_id: int, data: Correc
     # transaction, so no reader ever sees none or two.
     old.superseded_at = utcnow()
     session.flush()
-    session.add(Measurement(campaign_id=campaign.id, sequence_id=seq.id, candidate_id=old.candidate_id,
-                            batch_id=old.batch_id, value=value, feasible=feasible,
-                            source=MeasurementSource.UPLOAD, supersedes_id=old.id, note=data.note,
-                            api_key_id=api_key_id))
+    session.add(
+        Measurement(
+            campaign_id=campaign.id,
+            sequence_id=seq.id,
+            candidate_id=old.candidate_id,
+            batch_id=old.batch_id,
+            value=value,
+            feasible=feasible,
+            source=MeasurementSource.UPLOAD,
+            supersedes_id=old.id,
+            note=data.note,
+            api_key_id=api_key_id,
+        )
+    )
     session.flush()
     return history(session, campaign, seq.id), True

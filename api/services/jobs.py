@@ -104,7 +104,9 @@ def enqueue_after_commit(session: Session, task: TaskName, *ids: int) -> None:
     logged, not raised: the rows are committed and the recovery sweep sends it again."""
     publisher = session.info.get("publisher")
     if publisher is None:
-        raise RuntimeError("this session has no publisher: build it with make_sessionmaker(engine, publisher)")
+        raise RuntimeError(
+            "this session has no publisher: build it with make_sessionmaker(engine, publisher)"
+        )
 
     def _send() -> None:
         try:
@@ -189,7 +191,9 @@ def claim(session: Session, job_id: int, lease_s: float) -> Claim | None:
 
 def owned(session: Session, c: Claim, *, lock: bool = False) -> Job | None:
     """The job row if ``c`` still owns it (running, same attempt), else None."""
-    q = select(Job).where(Job.id == c.job_id, Job.status == JobStatus.RUNNING, Job.attempt == c.attempt)
+    q = select(Job).where(
+        Job.id == c.job_id, Job.status == JobStatus.RUNNING, Job.attempt == c.attempt
+    )
     if lock:
         q = q.with_for_update()
     return session.scalar(q)
@@ -202,7 +206,7 @@ def renew_lease(session: Session, c: Claim, lease_s: float) -> bool:
         .where(Job.id == c.job_id, Job.status == JobStatus.RUNNING, Job.attempt == c.attempt)
         .values(lease_until=now + timedelta(seconds=lease_s))
     )
-    return bool(res.rowcount)
+    return bool(res.rowcount)  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult
 
 
 def release(session: Session, c: Claim) -> None:
@@ -214,13 +218,23 @@ def release(session: Session, c: Claim) -> None:
     )
 
 
-def report_progress(session: Session, c: Claim, phase: str, step: int, total: int,
-                    phase_changed: bool, lease_s: float) -> bool:
+def report_progress(
+    session: Session,
+    c: Claim,
+    phase: str,
+    step: int,
+    total: int,
+    phase_changed: bool,
+    lease_s: float,
+) -> bool:
     """Write progress (and renew the lease); False if the claim was lost."""
     now = utcnow()
     values: dict[str, Any] = {
-        "phase": phase, "progress_step": step, "progress_total": total,
-        "lease_until": now + timedelta(seconds=lease_s), "updated_at": now,
+        "phase": phase,
+        "progress_step": step,
+        "progress_total": total,
+        "lease_until": now + timedelta(seconds=lease_s),
+        "updated_at": now,
     }
     if phase_changed:
         values["phase_started_at"] = now
@@ -229,4 +243,4 @@ def report_progress(session: Session, c: Claim, phase: str, step: int, total: in
         .where(Job.id == c.job_id, Job.status == JobStatus.RUNNING, Job.attempt == c.attempt)
         .values(**values)
     )
-    return bool(res.rowcount)
+    return bool(res.rowcount)  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult

@@ -67,10 +67,18 @@ def key_and_lab(session: Session, key: str) -> tuple[ApiKey, Lab] | None:
     if not _plausible(key):
         return None
     digest = hash_key(key)
-    found = session.execute(
-        select(ApiKey, Lab).join(Lab, Lab.id == ApiKey.lab_id).where(ApiKey.key_hash == digest)
-    ).tuples().first()
-    if found is None or found[0].revoked_at is not None or not hmac.compare_digest(found[0].key_hash, digest):
+    found = (
+        session.execute(
+            select(ApiKey, Lab).join(Lab, Lab.id == ApiKey.lab_id).where(ApiKey.key_hash == digest)
+        )
+        .tuples()
+        .first()
+    )
+    if (
+        found is None
+        or found[0].revoked_at is not None
+        or not hmac.compare_digest(found[0].key_hash, digest)
+    ):
         return None
     return found[0], found[1]
 
@@ -78,23 +86,34 @@ def key_and_lab(session: Session, key: str) -> tuple[ApiKey, Lab] | None:
 # Built once: every request to a campaign runs it, and building a statement costs more Python
 # than running it.
 _CAMPAIGN_FOR_KEY = (
-    select(Campaign, ApiKey.id).join(ApiKey, ApiKey.lab_id == Campaign.lab_id)
-    .where(Campaign.id == bindparam("campaign_id"), ApiKey.key_hash == bindparam("key_hash"),
-           ApiKey.revoked_at.is_(None))
+    select(Campaign, ApiKey.id)
+    .join(ApiKey, ApiKey.lab_id == Campaign.lab_id)
+    .where(
+        Campaign.id == bindparam("campaign_id"),
+        ApiKey.key_hash == bindparam("key_hash"),
+        ApiKey.revoked_at.is_(None),
+    )
 )
 # The campaign's row lock, as campaigns.get_or_404(lock=True) takes it; not the key's.
 _CAMPAIGN_FOR_KEY_LOCKED = _CAMPAIGN_FOR_KEY.with_for_update(of=Campaign)
 
 
-def campaign_for_key(session: Session, campaign_id: int, key: str, *,
-                     lock: bool = False) -> tuple[Campaign, int] | None:
+def campaign_for_key(
+    session: Session, campaign_id: int, key: str, *, lock: bool = False
+) -> tuple[Campaign, int] | None:
     """The campaign and the id of ``key`` when the key is live and its lab owns the campaign,
     in one query; None otherwise (a bad key, another lab's or a missing campaign). ``lock``
     takes the campaign's row lock: writers of one campaign take turns."""
     if not _plausible(key):
         return None
-    found = session.execute(_CAMPAIGN_FOR_KEY_LOCKED if lock else _CAMPAIGN_FOR_KEY,
-                            {"campaign_id": campaign_id, "key_hash": hash_key(key)}).tuples().first()
+    found = (
+        session.execute(
+            _CAMPAIGN_FOR_KEY_LOCKED if lock else _CAMPAIGN_FOR_KEY,
+            {"campaign_id": campaign_id, "key_hash": hash_key(key)},
+        )
+        .tuples()
+        .first()
+    )
     return None if found is None else (found[0], found[1])
 
 

@@ -31,10 +31,12 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
     )
     by_batch = {b: (n, nf, mean, best) for b, n, nf, mean, best in session.execute(agg).tuples()}
     best_labels = _best_labels(session, campaign.id)
-    batches = list(session.scalars(
-        select(Batch).where(Batch.campaign_id == campaign.id).order_by(Batch.round)
-    ))
-    rounds = {r.number: r for r in session.scalars(select(Round).where(Round.campaign_id == campaign.id))}
+    batches = list(
+        session.scalars(select(Batch).where(Batch.campaign_id == campaign.id).order_by(Batch.round))
+    )
+    rounds = {
+        r.number: r for r in session.scalars(select(Round).where(Round.campaign_id == campaign.id))
+    }
     costs = step_costs(session, campaign)
 
     out: list[RoundMetrics] = []
@@ -42,27 +44,43 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
     calls = 0
     best_so_far: float | None = None
 
-    def row(number: int, n: int, nf: int, mean: float | None, best: float | None,
-            proposed: int | None, extra_calls: int) -> None:
+    def row(
+        number: int,
+        n: int,
+        nf: int,
+        mean: float | None,
+        best: float | None,
+        proposed: int | None,
+        extra_calls: int,
+    ) -> None:
         nonlocal calls, best_so_far
         calls += extra_calls
         if best is not None:
             best_so_far = best if best_so_far is None else max(best_so_far, best)
         rnd = rounds.get(number)
         proposal = (rnd.proposal_metrics if rnd else None) or None
-        unique = (proposal.get("unique_fraction", proposal.get("unique_frac")) if proposal else None)
-        out.append(RoundMetrics(
-            round=number, oracle_calls=calls, labelled=n,
-            feasible_fraction=(nf / n) if n else None,
-            unique_fraction=float(unique) if unique is not None else None,
-            mean_score=float(mean) if mean is not None else None,
-            best_score=best, best_so_far=best_so_far,
-            **best_labels.get(batch_of.get(number), {}),
-            regret=(1.0 - best_so_far) if ehrlich and best_so_far is not None else (1.0 if ehrlich and n else None),
-            mean_regret=(1.0 - float(mean)) if ehrlich and mean is not None else None,
-            train=(rnd.train_metrics if rnd else None), proposal=proposal,
-            round_oracle_calls=extra_calls, cost=costs.get(number),
-        ))
+        unique = proposal.get("unique_fraction", proposal.get("unique_frac")) if proposal else None
+        out.append(
+            RoundMetrics(
+                round=number,
+                oracle_calls=calls,
+                labelled=n,
+                feasible_fraction=(nf / n) if n else None,
+                unique_fraction=float(unique) if unique is not None else None,
+                mean_score=float(mean) if mean is not None else None,
+                best_score=best,
+                best_so_far=best_so_far,
+                **best_labels.get(batch_of.get(number), {}),
+                regret=(1.0 - best_so_far)
+                if ehrlich and best_so_far is not None
+                else (1.0 if ehrlich and n else None),
+                mean_regret=(1.0 - float(mean)) if ehrlich and mean is not None else None,
+                train=(rnd.train_metrics if rnd else None),
+                proposal=proposal,
+                round_oracle_calls=extra_calls,
+                cost=costs.get(number),
+            )
+        )
 
     seed = by_batch.get(None)
     if seed is not None:
@@ -73,7 +91,9 @@ def compute(session: Session, campaign: Campaign) -> MetricsRead:
     for b in batches:
         n, nf, mean, best = by_batch.get(b.id, (0, 0, None, None))
         row(b.round, n, nf or 0, mean, best, b.size, n)
-    return MetricsRead(campaign_id=campaign.id, objective="regret" if ehrlich else "score", rounds=out)
+    return MetricsRead(
+        campaign_id=campaign.id, objective="regret" if ehrlich else "score", rounds=out
+    )
 
 
 def _best_labels(session: Session, campaign_id: int) -> dict[int | None, dict[str, Any]]:
@@ -83,17 +103,17 @@ def _best_labels(session: Session, campaign_id: int) -> dict[int | None, dict[st
     groups: dict[int, list[tuple[float | None, bool]]] = {}
     batches_of: dict[int | None, set[int]] = {}
     for batch_id, sid, value, feasible in session.execute(
-        select(Measurement.batch_id, Measurement.sequence_id, Measurement.value,
-               Measurement.feasible)
-        .where(Measurement.campaign_id == campaign_id, Measurement.superseded_at.is_(None))
+        select(
+            Measurement.batch_id, Measurement.sequence_id, Measurement.value, Measurement.feasible
+        ).where(Measurement.campaign_id == campaign_id, Measurement.superseded_at.is_(None))
     ).tuples():
         groups.setdefault(sid, []).append((value, bool(feasible)))
         batches_of.setdefault(batch_id, set()).add(sid)
     labels = {sid: replicates.combine(g) for sid, g in groups.items()}
     out: dict[int | None, dict[str, Any]] = {}
     for batch_id, sids in batches_of.items():
-        feasible = [labels[s] for s in sids if labels[s].value is not None]
-        best = max(feasible, key=lambda lab: lab.value or 0.0) if feasible else None
+        valued = [labels[s] for s in sids if labels[s].value is not None]
+        best = max(valued, key=lambda lab: lab.value or 0.0) if valued else None
         out[batch_id] = {
             "best_label": best.value if best else None,
             "best_label_n": best.n if best else None,
@@ -109,9 +129,11 @@ def step_costs(session: Session, campaign: Campaign) -> dict[int, dict[str, Step
     time it, it is its own entry and generate is the rest."""
     out: dict[int, dict[str, StepCost]] = {}
     rows = session.execute(
-        select(Job.round, Job.step, Job.wall_seconds, Job.cpu_seconds, Job.gpu_seconds)
-        .where(Job.campaign_id == campaign.id, Job.status == JobStatus.SUCCEEDED,
-               Job.wall_seconds.is_not(None))
+        select(Job.round, Job.step, Job.wall_seconds, Job.cpu_seconds, Job.gpu_seconds).where(
+            Job.campaign_id == campaign.id,
+            Job.status == JobStatus.SUCCEEDED,
+            Job.wall_seconds.is_not(None),
+        )
     ).tuples()
     for number, step, wall, cpu, gpu in rows:
         out.setdefault(number, {})[step] = StepCost(wall_s=wall, cpu_s=cpu or 0.0, gpu_s=gpu or 0.0)
@@ -122,19 +144,33 @@ def step_costs(session: Session, campaign: Campaign) -> dict[int, dict[str, Step
         gen = out.get(number, {}).get("generate")
         if gen is None or not proposal or proposal.get("filter_seconds") is None:
             continue
-        wall, cpu = float(proposal["filter_seconds"]), float(proposal.get("filter_cpu_seconds", 0.0))
+        wall, cpu = (
+            float(proposal["filter_seconds"]),
+            float(proposal.get("filter_cpu_seconds", 0.0)),
+        )
         gpu = min(wall, gen.gpu_s)
-        out[number]["filter"] = StepCost(wall_s=round(wall, 3), cpu_s=round(cpu, 3), gpu_s=round(gpu, 3))
-        out[number]["generate"] = StepCost(wall_s=round(max(0.0, gen.wall_s - wall), 3),
-                                           cpu_s=round(max(0.0, gen.cpu_s - cpu), 3),
-                                           gpu_s=round(max(0.0, gen.gpu_s - gpu), 3))
+        out[number]["filter"] = StepCost(
+            wall_s=round(wall, 3), cpu_s=round(cpu, 3), gpu_s=round(gpu, 3)
+        )
+        out[number]["generate"] = StepCost(
+            wall_s=round(max(0.0, gen.wall_s - wall), 3),
+            cpu_s=round(max(0.0, gen.cpu_s - cpu), 3),
+            gpu_s=round(max(0.0, gen.gpu_s - gpu), 3),
+        )
     return out
 
 
 COST_STEPS = ("seed", "train", "generate", "filter", "label")
 ROUND_COLUMNS = [
-    "round", "oracle_calls", "round_oracle_calls", "labelled", "best_score", "best_so_far",
-    "regret", "feasible_fraction", "unique_fraction",
+    "round",
+    "oracle_calls",
+    "round_oracle_calls",
+    "labelled",
+    "best_score",
+    "best_so_far",
+    "regret",
+    "feasible_fraction",
+    "unique_fraction",
     *(f"{step}_{kind}" for step in COST_STEPS for kind in ("wall_s", "cpu_s", "gpu_s")),
 ]
 
@@ -145,10 +181,23 @@ def rounds_csv(metrics: MetricsRead) -> Iterator[str]:
     def rows() -> Iterator[list[object]]:
         for m in metrics.rounds:
             cost = m.cost or {}
-            steps = [getattr(cost[step], kind) if step in cost else None
-                     for step in COST_STEPS for kind in ("wall_s", "cpu_s", "gpu_s")]
-            yield [m.round, m.oracle_calls, m.round_oracle_calls, m.labelled, m.best_score,
-                   m.best_so_far, m.regret, m.feasible_fraction, m.unique_fraction, *steps]
+            steps = [
+                getattr(cost[step], kind) if step in cost else None
+                for step in COST_STEPS
+                for kind in ("wall_s", "cpu_s", "gpu_s")
+            ]
+            yield [
+                m.round,
+                m.oracle_calls,
+                m.round_oracle_calls,
+                m.labelled,
+                m.best_score,
+                m.best_so_far,
+                m.regret,
+                m.feasible_fraction,
+                m.unique_fraction,
+                *steps,
+            ]
 
     return write_rows(ROUND_COLUMNS, rows())
 
@@ -197,9 +246,13 @@ def fractions_png(metrics: MetricsRead, title: str) -> bytes:
         ax.set_ylim(-5, 105)
         if not rounds:
             return False
-        for attr, label, style in (("feasible_fraction", "feasible %", "-o"),
-                                   ("unique_fraction", "unique %", "--s")):
-            pts = [(r.round, 100 * getattr(r, attr)) for r in rounds if getattr(r, attr) is not None]
+        for attr, label, style in (
+            ("feasible_fraction", "feasible %", "-o"),
+            ("unique_fraction", "unique %", "--s"),
+        ):
+            pts = [
+                (r.round, 100 * getattr(r, attr)) for r in rounds if getattr(r, attr) is not None
+            ]
             if pts:
                 ax.plot(*zip(*pts), style, label=label)
         ax.set_xticks([r.round for r in rounds])

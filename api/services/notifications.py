@@ -76,11 +76,18 @@ def check_url(url: str | None, settings: Settings) -> None:
     raise NotifyHostNotAllowed(
         f"notify_url {url!r}: host {urlsplit(url).hostname!r} is not one the operator allows "
         f"(LLOME_NOTIFY_ALLOWED_HOSTS: {hosts})",
-        errors=[{"field": "notify_url", "reason": "host not in LLOME_NOTIFY_ALLOWED_HOSTS"}])
+        errors=[{"field": "notify_url", "reason": "host not in LLOME_NOTIFY_ALLOWED_HOSTS"}],
+    )
 
 
-def emit(session: Session, campaign: Campaign, event: str, *, batch_id: int | None = None,
-         key: str | None = None) -> Notification | None:
+def emit(
+    session: Session,
+    campaign: Campaign,
+    event: str,
+    *,
+    batch_id: int | None = None,
+    key: str | None = None,
+) -> Notification | None:
     """Record ``event`` for delivery after the commit, when the campaign asked for it; the
     same ``key`` (default: event and batch) a second time records nothing."""
     assert event in NOTIFY_EVENTS, event
@@ -89,15 +96,34 @@ def emit(session: Session, campaign: Campaign, event: str, *, batch_id: int | No
     if not url or (events is not None and event not in events):
         return None
     key = key or (f"{event}:{batch_id}" if batch_id is not None else event)
-    if session.scalar(select(Notification.id).where(Notification.campaign_id == campaign.id,
-                                                    Notification.key == key)) is not None:
+    if (
+        session.scalar(
+            select(Notification.id).where(
+                Notification.campaign_id == campaign.id, Notification.key == key
+            )
+        )
+        is not None
+    ):
         return None
     path = f"/campaigns/{campaign.id}" + (f"/batches/{batch_id}" if batch_id is not None else "")
-    payload = {"event": event, "campaign_id": campaign.id, "batch_id": batch_id,
-               "at": utcnow().isoformat(), "path": path}
-    note = Notification(campaign_id=campaign.id, key=key, event=event, batch_id=batch_id, url=url,
-                        payload=payload, status=NotificationStatus.PENDING, attempts=0,
-                        next_attempt_at=utcnow())
+    payload = {
+        "event": event,
+        "campaign_id": campaign.id,
+        "batch_id": batch_id,
+        "at": utcnow().isoformat(),
+        "path": path,
+    }
+    note = Notification(
+        campaign_id=campaign.id,
+        key=key,
+        event=event,
+        batch_id=batch_id,
+        url=url,
+        payload=payload,
+        status=NotificationStatus.PENDING,
+        attempts=0,
+        next_attempt_at=utcnow(),
+    )
     session.add(note)
     session.flush()
     enqueue_after_commit(session, TaskName.NOTIFY, note.id)
@@ -108,8 +134,13 @@ def body_of(note: Notification, settings: Settings) -> bytes:
     """The bytes POSTed (and signed): event, campaign_id, batch_id when there is one, at and the
     resource's url."""
     p = note.payload
-    out = {"event": p["event"], "campaign_id": p["campaign_id"], "batch_id": p["batch_id"],
-           "at": p["at"], "url": settings.public_url.rstrip("/") + p["path"]}
+    out = {
+        "event": p["event"],
+        "campaign_id": p["campaign_id"],
+        "batch_id": p["batch_id"],
+        "at": p["at"],
+        "url": settings.public_url.rstrip("/") + p["path"],
+    }
     if out["batch_id"] is None:  # failed, completed: no batch
         del out["batch_id"]
     return json.dumps(out, separators=(",", ":")).encode()
@@ -120,15 +151,26 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def record_attempt(note: Notification, *, ok: bool, status_code: int | None, error: str | None,
-                   settings: Settings, now: datetime | None = None) -> float | None:
+def record_attempt(
+    note: Notification,
+    *,
+    ok: bool,
+    status_code: int | None,
+    error: str | None,
+    settings: Settings,
+    now: datetime | None = None,
+) -> float | None:
     """Count one attempt; returns the seconds until the next one, or None when there is none
     (delivered, or the last attempt failed)."""
     now = now or utcnow()
     note.attempts += 1
     note.last_status_code, note.last_error = status_code, error
     if ok:
-        note.status, note.delivered_at, note.next_attempt_at = NotificationStatus.DELIVERED, now, None
+        note.status, note.delivered_at, note.next_attempt_at = (
+            NotificationStatus.DELIVERED,
+            now,
+            None,
+        )
         return None
     if note.attempts >= MAX_ATTEMPTS:
         note.status, note.next_attempt_at = NotificationStatus.FAILED, None
@@ -144,17 +186,29 @@ def give_up(note: Notification, reason: str) -> None:
 
 def to_read(note: Notification) -> NotificationRead:
     return NotificationRead(
-        id=note.id, event=note.event, batch_id=note.batch_id, url=note.url, status=note.status,
-        attempts=note.attempts, last_status_code=note.last_status_code, last_error=note.last_error,
-        next_attempt_at=note.next_attempt_at, created_at=note.created_at,
+        id=note.id,
+        event=note.event,
+        batch_id=note.batch_id,
+        url=note.url,
+        status=note.status,
+        attempts=note.attempts,
+        last_status_code=note.last_status_code,
+        last_error=note.last_error,
+        next_attempt_at=note.next_attempt_at,
+        created_at=note.created_at,
         delivered_at=note.delivered_at,
     )
 
 
-def page(session: Session, campaign: Campaign, *, cursor: int | None,
-         limit: int) -> tuple[list[NotificationRead], int | None]:
+def page(
+    session: Session, campaign: Campaign, *, cursor: int | None, limit: int
+) -> tuple[list[NotificationRead], int | None]:
     """Oldest first; the cursor is the last id seen."""
-    q = select(Notification).where(Notification.campaign_id == campaign.id).order_by(Notification.id)
+    q = (
+        select(Notification)
+        .where(Notification.campaign_id == campaign.id)
+        .order_by(Notification.id)
+    )
     if cursor is not None:
         q = q.where(Notification.id > cursor)
     rows = list(session.scalars(q.limit(limit + 1)))
@@ -164,6 +218,10 @@ def page(session: Session, campaign: Campaign, *, cursor: int | None,
 
 
 def headers_for(note: Notification, secret: str, body: bytes) -> dict[str, Any]:
-    return {"Content-Type": "application/json", SIGNATURE_HEADER: signature(secret, body),
-            "X-Llome-Event": note.event, "X-Llome-Delivery": str(note.id),
-            "User-Agent": "llome-notify"}
+    return {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: signature(secret, body),
+        "X-Llome-Event": note.event,
+        "X-Llome-Delivery": str(note.id),
+        "User-Agent": "llome-notify",
+    }

@@ -18,7 +18,7 @@ def _id(row: Any) -> int:
 
 def keyset(
     session: Session,
-    query: Select[Any],
+    query: Select[*tuple[Any, ...]],
     key: Any,
     *,
     cursor: int | None,

@@ -14,13 +14,28 @@ from api.services import paging
 from llome_core import replicates
 
 EXPORT_COLUMNS = [
-    "sequence_id", "status", "sequence", "score", "feasible", "round", "candidate_id", "batch_id",
-    "source", "upload_id", "upload_row", "measured_at", "label", "replicates", "label_se",
+    "sequence_id",
+    "status",
+    "sequence",
+    "score",
+    "feasible",
+    "round",
+    "candidate_id",
+    "batch_id",
+    "source",
+    "upload_id",
+    "upload_row",
+    "measured_at",
+    "label",
+    "replicates",
+    "label_se",
     "normalized",
 ]
 
 
-def page(session: Session, campaign: Campaign, *, cursor: int | None, limit: int) -> tuple[list[SequenceRead], int | None]:
+def page(
+    session: Session, campaign: Campaign, *, cursor: int | None, limit: int
+) -> tuple[list[SequenceRead], int | None]:
     """Labelled sequences in the order they were labelled; the cursor is the last measurement id."""
     q = (
         select(Measurement, Sequence.text, Batch.round)
@@ -28,12 +43,27 @@ def page(session: Session, campaign: Campaign, *, cursor: int | None, limit: int
         .outerjoin(Batch, Batch.id == Measurement.batch_id)
         .where(Measurement.campaign_id == campaign.id, Measurement.superseded_at.is_(None))
     )
-    rows, next_cursor = paging.keyset(session, q, Measurement.id, cursor=cursor, limit=limit,
-                                      newest_first=False, key_of=lambda row: int(row[0].id))
+    rows, next_cursor = paging.keyset(
+        session,
+        q,
+        Measurement.id,
+        cursor=cursor,
+        limit=limit,
+        newest_first=False,
+        key_of=lambda row: int(row[0].id),
+    )
     items = [
-        SequenceRead(sequence_id=m.sequence_id, sequence=text, score=m.value, feasible=m.feasible,
-                     source=m.source, round=rnd, candidate_id=m.candidate_id, batch_id=m.batch_id,
-                     created_at=m.created_at)
+        SequenceRead(
+            sequence_id=m.sequence_id,
+            sequence=text,
+            score=m.value,
+            feasible=m.feasible,
+            source=m.source,
+            round=rnd,
+            candidate_id=m.candidate_id,
+            batch_id=m.batch_id,
+            created_at=m.created_at,
+        )
         for m, text, rnd in rows
     ]
     return items, next_cursor
@@ -44,8 +74,11 @@ def control_means(session: Session, campaign_id: int) -> dict[int, float]:
     reference of ``normalize``)."""
     q = (
         select(Candidate.batch_id, func.avg(Candidate.control_score))
-        .where(Candidate.campaign_id == campaign_id, Candidate.is_control.is_(True),
-               Candidate.control_score.is_not(None))
+        .where(
+            Candidate.campaign_id == campaign_id,
+            Candidate.is_control.is_(True),
+            Candidate.control_score.is_not(None),
+        )
         .group_by(Candidate.batch_id)
     )
     return {bid: float(mean) for bid, mean in session.execute(q).tuples()}
@@ -71,18 +104,27 @@ def export_csv(factory: sessionmaker[Session], campaign_id: int) -> Iterator[str
 
     def page_rows(after: int) -> tuple[list[list[object]], int | None]:
         with factory() as session:
-            ids = select(Sequence.id).where(Sequence.campaign_id == campaign_id, Sequence.id > after)
+            ids = select(Sequence.id).where(
+                Sequence.campaign_id == campaign_id, Sequence.id > after
+            )
             last = session.scalar(
-                select(func.max(ids.order_by(Sequence.id).limit(EXPORT_PAGE).subquery().c.id)))
+                select(func.max(ids.order_by(Sequence.id).limit(EXPORT_PAGE).subquery().c.id))
+            )
             if last is None:
                 return [], None
             q = (
-                select(Sequence.id, Sequence.text, Measurement, Candidate.id, Candidate.status, Batch)
-                .outerjoin(Measurement, (Measurement.sequence_id == Sequence.id)
-                           & Measurement.superseded_at.is_(None))
+                select(
+                    Sequence.id, Sequence.text, Measurement, Candidate.id, Candidate.status, Batch
+                )
+                .outerjoin(
+                    Measurement,
+                    (Measurement.sequence_id == Sequence.id) & Measurement.superseded_at.is_(None),
+                )
                 .outerjoin(Candidate, Candidate.sequence_id == Sequence.id)
                 .outerjoin(Batch, Batch.id == Candidate.batch_id)
-                .where(Sequence.campaign_id == campaign_id, Sequence.id > after, Sequence.id <= last)
+                .where(
+                    Sequence.campaign_id == campaign_id, Sequence.id > after, Sequence.id <= last
+                )
                 .order_by(Sequence.id)
             )
             out = []
@@ -105,15 +147,26 @@ def export_csv(factory: sessionmaker[Session], campaign_id: int) -> Iterator[str
             for sid, text, m, cid, cstatus, batch in found:
                 label = labels.get(sid)
                 status = cstatus if m is None else ("measured" if m.feasible else "infeasible")
-                out.append([
-                    sid, status or "", text, m.value if m else None, m.feasible if m else None,
-                    batch.round if batch else None, cid, batch.id if batch else None,
-                    m.source if m else None, m.upload_id if m else None, m.row if m else None,
-                    m.created_at.isoformat() if m else None,
-                    label.value if label else None, label.n if label else None,
-                    label.se if label else None,
-                    plate(m) if m is not None and mode != "none" else None,
-                ])
+                out.append(
+                    [
+                        sid,
+                        status or "",
+                        text,
+                        m.value if m else None,
+                        m.feasible if m else None,
+                        batch.round if batch else None,
+                        cid,
+                        batch.id if batch else None,
+                        m.source if m else None,
+                        m.upload_id if m else None,
+                        m.row if m else None,
+                        m.created_at.isoformat() if m else None,
+                        label.value if label else None,
+                        label.n if label else None,
+                        label.se if label else None,
+                        plate(m) if m is not None and mode != "none" else None,
+                    ]
+                )
             return out, last
 
     def rows() -> Iterator[list[object]]:

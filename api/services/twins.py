@@ -53,45 +53,72 @@ class ForecastRead(BaseModel):
     twin_status: str
     twin_round: int
     shape: dict[str, int]
-    milestones: list[Milestone] = Field(description="rounds and oracle calls to regret 0.5, "
-                                        "0.25 and 0 (the optimum)")
+    milestones: list[Milestone] = Field(
+        description="rounds and oracle calls to regret 0.5, 0.25 and 0 (the optimum)"
+    )
     rounds: list[ForecastRound]
     plot_url: str = Field(description="the twin's regret against oracle calls (PNG)")
     what_it_tells: str = WHAT_IT_TELLS
 
 
 def twin_of(session: Session, campaign: Campaign) -> Campaign | None:
-    return session.scalar(select(Campaign).where(Campaign.twin_of_id == campaign.id)
-                          .order_by(Campaign.id.desc()).limit(1))
+    return session.scalar(
+        select(Campaign)
+        .where(Campaign.twin_of_id == campaign.id)
+        .order_by(Campaign.id.desc())
+        .limit(1)
+    )
 
 
-def create(session: Session, campaign: Campaign, *, lab_id: int,
-           settings: Settings) -> tuple[Campaign, bool]:
+def create(
+    session: Session, campaign: Campaign, *, lab_id: int, settings: Settings
+) -> tuple[Campaign, bool]:
     """The campaign's twin, made and started now for lab ``lab_id``; (twin, False) when it has
     one already."""
     if campaign.oracle_kind != OracleKind.WETLAB:
-        raise Conflict(f"campaign {campaign.id} is already synthetic (an Ehrlich oracle): a twin "
-                       "mirrors a wet-lab campaign")
+        raise Conflict(
+            f"campaign {campaign.id} is already synthetic (an Ehrlich oracle): a twin "
+            "mirrors a wet-lab campaign"
+        )
     if (existing := twin_of(session, campaign)) is not None:
         return existing, False
     v = len(campaign.alphabet)
     if v > len(EHRLICH_LETTERS):
-        raise LlomeError(f"the alphabet has {v} letters; a twin supports at most "
-                         f"{len(EHRLICH_LETTERS)}")
+        raise LlomeError(
+            f"the alphabet has {v} letters; a twin supports at most {len(EHRLICH_LETTERS)}"
+        )
     spec = campaign_service.spec_of(campaign)
     shape = twin_shape(v, campaign.length)
-    seed_count = session.scalar(select(func.count()).select_from(Measurement).where(
-        Measurement.campaign_id == campaign.id, Measurement.batch_id.is_(None),
-        Measurement.superseded_at.is_(None))) or 0
+    seed_count = (
+        session.scalar(
+            select(func.count())
+            .select_from(Measurement)
+            .where(
+                Measurement.campaign_id == campaign.id,
+                Measurement.batch_id.is_(None),
+                Measurement.superseded_at.is_(None),
+            )
+        )
+        or 0
+    )
     particles = max(seed_count, campaign.batch_size, 20)  # survival needs two parents
-    optimizer: dict[str, Any] = {**spec.optimizer.model_dump(mode="json"), "exclude": [],
-                                 "controls": []}
+    optimizer: dict[str, Any] = {
+        **spec.optimizer.model_dump(mode="json"),
+        "exclude": [],
+        "controls": [],
+    }
     body: dict[str, Any] = {
         "name": f"twin of {campaign.name}"[:200],
-        "oracle": {"kind": "ehrlich", "num_states": shape.num_states, "dim": shape.dim,
-                   "num_motifs": shape.num_motifs, "motif_length": shape.motif_length,
-                   "quantization": shape.quantization, "seed": campaign.seed,
-                   "seeding": {"num_particles": particles, "num_steps": 1, "seed": campaign.seed}},
+        "oracle": {
+            "kind": "ehrlich",
+            "num_states": shape.num_states,
+            "dim": shape.dim,
+            "num_motifs": shape.num_motifs,
+            "motif_length": shape.motif_length,
+            "quantization": shape.quantization,
+            "seed": campaign.seed,
+            "seeding": {"num_particles": particles, "num_steps": 1, "seed": campaign.seed},
+        },
         "optimizer": optimizer,
         "batch_size": campaign.batch_size,
         "rounds": campaign.rounds,
@@ -105,29 +132,48 @@ def create(session: Session, campaign: Campaign, *, lab_id: int,
         raise LlomeError(f"no twin can be made for campaign {campaign.id}: {exc}") from None
     twin = campaign_service.create(session, data=data, lab_id=lab_id, settings=settings)
     twin.twin_of_id = campaign.id
-    session.add(CampaignEvent(campaign_id=campaign.id, kind="twin_created",
-                              detail={"twin_id": twin.id, **shape.__dict__}))
+    session.add(
+        CampaignEvent(
+            campaign_id=campaign.id,
+            kind="twin_created",
+            detail={"twin_id": twin.id, **shape.__dict__},
+        )
+    )
     return twin, True
 
 
 def forecast(session: Session, campaign: Campaign) -> ForecastRead:
     twin = twin_of(session, campaign)
     if twin is None:
-        raise NotFound(f"campaign {campaign.id} has no twin yet: POST /campaigns/{campaign.id}/twin")
+        raise NotFound(
+            f"campaign {campaign.id} has no twin yet: POST /campaigns/{campaign.id}/twin"
+        )
     metrics = metrics_service.compute(session, twin).rounds
-    marks = milestones([m.round for m in metrics], [m.regret for m in metrics],
-                       [m.oracle_calls for m in metrics])
+    marks = milestones(
+        [m.round for m in metrics], [m.regret for m in metrics], [m.oracle_calls for m in metrics]
+    )
     oracle = twin.spec["oracle"]
     return ForecastRead(
-        campaign_id=campaign.id, twin_id=twin.id, twin_status=twin.status, twin_round=twin.round,
-        shape={k: int(oracle[k]) for k in ("num_states", "dim", "num_motifs", "motif_length",
-                                            "quantization")},
-        milestones=[Milestone(regret=m.regret, round=m.round, oracle_calls=m.oracle_calls)
-                    for m in marks],
-        rounds=[ForecastRound(
-            round=m.round, oracle_calls=m.oracle_calls, regret=m.regret,
-            feasible_percent=None if m.feasible_fraction is None else 100 * m.feasible_fraction,
-            unique_percent=None if m.unique_fraction is None else 100 * m.unique_fraction,
-        ) for m in metrics],
+        campaign_id=campaign.id,
+        twin_id=twin.id,
+        twin_status=twin.status,
+        twin_round=twin.round,
+        shape={
+            k: int(oracle[k])
+            for k in ("num_states", "dim", "num_motifs", "motif_length", "quantization")
+        },
+        milestones=[
+            Milestone(regret=m.regret, round=m.round, oracle_calls=m.oracle_calls) for m in marks
+        ],
+        rounds=[
+            ForecastRound(
+                round=m.round,
+                oracle_calls=m.oracle_calls,
+                regret=m.regret,
+                feasible_percent=None if m.feasible_fraction is None else 100 * m.feasible_fraction,
+                unique_percent=None if m.unique_fraction is None else 100 * m.unique_fraction,
+            )
+            for m in metrics
+        ],
         plot_url=f"/campaigns/{twin.id}/plot.png",
     )

@@ -44,7 +44,9 @@ class SessionStore:
             return None
         now = utcnow()
         with session_scope(self.factory) as db:
-            row = db.scalar(select(DashboardSession).where(DashboardSession.sid_hash == labs.hash_key(sid)))
+            row = db.scalar(
+                select(DashboardSession).where(DashboardSession.sid_hash == labs.hash_key(sid))
+            )
             if row is None:
                 return None
             if now - row.last_seen_at > IDLE:
@@ -58,15 +60,24 @@ class SessionStore:
         sid, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), utcnow()
         with session_scope(self.factory) as db:
             db.execute(delete(DashboardSession).where(DashboardSession.last_seen_at < now - IDLE))
-            db.add(DashboardSession(sid_hash=labs.hash_key(sid), csrf=csrf, api_key_id=api_key_id,
-                                    created_at=now, last_seen_at=now))
+            db.add(
+                DashboardSession(
+                    sid_hash=labs.hash_key(sid),
+                    csrf=csrf,
+                    api_key_id=api_key_id,
+                    created_at=now,
+                    last_seen_at=now,
+                )
+            )
         return sid, UiSession(csrf, api_key_id)
 
     def drop(self, sid: str | None) -> None:
         if not sid:
             return
         with session_scope(self.factory) as db:
-            db.execute(delete(DashboardSession).where(DashboardSession.sid_hash == labs.hash_key(sid)))
+            db.execute(
+                delete(DashboardSession).where(DashboardSession.sid_hash == labs.hash_key(sid))
+            )
 
 
 def store(request: Request) -> SessionStore:
@@ -93,5 +104,8 @@ def login(session: Session, key: str) -> tuple[int, Lab] | None:
 
 def lab_of(session: Session, api_key_id: int) -> Lab | None:
     """The lab of a logged-in session's key, or None once the key is revoked."""
-    return session.scalar(select(Lab).join(ApiKey, ApiKey.lab_id == Lab.id)
-                          .where(ApiKey.id == api_key_id, ApiKey.revoked_at.is_(None)))
+    return session.scalar(
+        select(Lab)
+        .join(ApiKey, ApiKey.lab_id == Lab.id)
+        .where(ApiKey.id == api_key_id, ApiKey.revoked_at.is_(None))
+    )

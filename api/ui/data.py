@@ -3,6 +3,7 @@ metrics, batches, uploads, candidates); only the page-shaped summaries are made 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +57,14 @@ def summary(session: Session, campaign: Campaign) -> Summary:
     labelled_rounds = [r for r in m.rounds if r.round > 0 and r.labelled > 0]
     calls = m.rounds[-1].oracle_calls if m.rounds else 0
     seed_calls = m.rounds[0].oracle_calls if m.rounds and m.rounds[0].round == 0 else 0
-    return Summary(read=read, best=best, objective=m.objective, rounds_done=len(labelled_rounds),
-                   oracle_calls=calls, budget=seed_calls + campaign.rounds * campaign.batch_size)
+    return Summary(
+        read=read,
+        best=best,
+        objective=m.objective,
+        rounds_done=len(labelled_rounds),
+        oracle_calls=calls,
+        budget=seed_calls + campaign.rounds * campaign.batch_size,
+    )
 
 
 def metrics(session: Session, campaign: Campaign) -> MetricsRead:
@@ -69,13 +76,18 @@ def plot_version(m: MetricsRead) -> str:
     return f"{len(m.rounds)}-{sum(r.labelled for r in m.rounds)}"
 
 
-
 # --- the create form ----------------------------------------------------------------------
 
 FORM_FIELDS = {
-    "name": "name", "oracle.kind": "oracle_kind", "oracle.alphabet": "alphabet",
-    "oracle.length": "length", "oracle.preset": "preset", "optimizer.kind": "optimizer_kind",
-    "optimizer.objective": "objective", "batch_size": "batch_size", "rounds": "rounds",
+    "name": "name",
+    "oracle.kind": "oracle_kind",
+    "oracle.alphabet": "alphabet",
+    "oracle.length": "length",
+    "oracle.preset": "preset",
+    "optimizer.kind": "optimizer_kind",
+    "optimizer.objective": "objective",
+    "batch_size": "batch_size",
+    "rounds": "rounds",
     "seed": "seed",
 }
 
@@ -107,7 +119,7 @@ def campaign_body(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]
         try:
             extra = json.loads(advanced)
             if not isinstance(extra, dict):
-                raise ValueError("it must be a JSON object")
+                raise ValueError("it must be a JSON object")  # noqa: TRY004 (reported as a form error)
         except ValueError as exc:
             errors["advanced"] = f"advanced settings are not a JSON object: {exc}"
         else:
@@ -137,8 +149,10 @@ def validate_campaign(body: dict[str, Any]) -> tuple[CampaignCreate | None, list
         return CampaignCreate.model_validate(body), []
     except ValidationError as exc:
         return None, [
-            {"field": _field_name(tuple(e.get("loc", ()))),
-             "reason": str(e.get("msg", "invalid")).removeprefix("Value error, ")}
+            {
+                "field": _field_name(tuple(e.get("loc", ()))),
+                "reason": str(e.get("msg", "invalid")).removeprefix("Value error, "),
+            }
             for e in exc.errors()
         ]
 
@@ -193,10 +207,15 @@ class Lineage:
 
 def lineage(session: Session, campaign: Campaign, candidate_id: int) -> Lineage:
     """The candidate and the chain of sequences it was refined from, back to its seed."""
-    row = session.execute(
-        select(Candidate, Sequence.text).join(Sequence, Sequence.id == Candidate.sequence_id)
-        .where(Candidate.id == candidate_id, Candidate.campaign_id == campaign.id)
-    ).tuples().first()
+    row = (
+        session.execute(
+            select(Candidate, Sequence.text)
+            .join(Sequence, Sequence.id == Candidate.sequence_id)
+            .where(Candidate.id == candidate_id, Candidate.campaign_id == campaign.id)
+        )
+        .tuples()
+        .first()
+    )
     if row is None:
         raise NotFound(f"campaign {campaign.id} has no candidate {candidate_id}")
     cand, text = row
@@ -205,29 +224,43 @@ def lineage(session: Session, campaign: Campaign, candidate_id: int) -> Lineage:
     parent = cand.parent
     while parent and parent not in seen and len(chain) < 100:
         seen.add(parent)
-        prev = session.execute(
-            select(Candidate, Sequence.text).join(Sequence, Sequence.id == Candidate.sequence_id)
-            .where(Candidate.campaign_id == campaign.id, Sequence.text == parent,
-                   Candidate.id < chain[-1].candidate_id if chain[-1].candidate_id else true())
-            .order_by(Candidate.id.desc()).limit(1)
-        ).tuples().first()
+        prev = (
+            session.execute(
+                select(Candidate, Sequence.text)
+                .join(Sequence, Sequence.id == Candidate.sequence_id)
+                .where(
+                    Candidate.campaign_id == campaign.id,
+                    Sequence.text == parent,
+                    Candidate.id < chain[-1].candidate_id if chain[-1].candidate_id else true(),
+                )
+                .order_by(Candidate.id.desc())
+                .limit(1)
+            )
+            .tuples()
+            .first()
+        )
         if prev is None:  # a seed or uploaded sequence: the start of the trajectory
             chain.append(_sequence_step(session, campaign, parent))
             break
         chain.append(_step(session, campaign, *prev))
         parent = prev[0].parent
     chain.reverse()
-    for before, after in zip(chain, chain[1:]):
+    for before, after in itertools.pairwise(chain):
         after.mutations = notation.mutations(before.sequence, after.sequence) or ""
-    return Lineage(candidate=chain[-1], parent=cand.parent, trajectory_seed=cand.trajectory_seed,
-                   steps=chain)
+    return Lineage(
+        candidate=chain[-1], parent=cand.parent, trajectory_seed=cand.trajectory_seed, steps=chain
+    )
 
 
 def _measurement(session: Session, campaign: Campaign, text: str) -> Measurement | None:
     return session.scalar(
-        select(Measurement).join(Sequence, Sequence.id == Measurement.sequence_id)
-        .where(Measurement.campaign_id == campaign.id, Sequence.text == text,
-               Measurement.superseded_at.is_(None))  # the current label, not a corrected one
+        select(Measurement)
+        .join(Sequence, Sequence.id == Measurement.sequence_id)
+        .where(
+            Measurement.campaign_id == campaign.id,
+            Sequence.text == text,
+            Measurement.superseded_at.is_(None),
+        )  # the current label, not a corrected one
     )
 
 
@@ -236,16 +269,29 @@ def _step(session: Session, campaign: Campaign, cand: Candidate, text: str) -> S
 
     m = _measurement(session, campaign, text)
     rnd = session.scalar(select(Batch.round).where(Batch.id == cand.batch_id))
-    return Step(sequence=text, candidate_id=cand.id, round=rnd, score=m.value if m else None,
-                feasible=m.feasible if m else None, status=cand.status,
-                log_likelihood=cand.log_likelihood, temperature=cand.temperature,
-                refinement_step=cand.refinement_step)
+    return Step(
+        sequence=text,
+        candidate_id=cand.id,
+        round=rnd,
+        score=m.value if m else None,
+        feasible=m.feasible if m else None,
+        status=cand.status,
+        log_likelihood=cand.log_likelihood,
+        temperature=cand.temperature,
+        refinement_step=cand.refinement_step,
+    )
 
 
 def _sequence_step(session: Session, campaign: Campaign, text: str) -> Step:
     m = _measurement(session, campaign, text)
-    return Step(sequence=text, candidate_id=None, round=0, score=m.value if m else None,
-                feasible=m.feasible if m else None, status="seed data" if m else "unmeasured")
+    return Step(
+        sequence=text,
+        candidate_id=None,
+        round=0,
+        score=m.value if m else None,
+        feasible=m.feasible if m else None,
+        status="seed data" if m else "unmeasured",
+    )
 
 
 # --- uploads: preview, then commit --------------------------------------------------------
@@ -272,8 +318,19 @@ def _refused(filename: str, batch_id: int | None, data: bytes, exc: LlomeError) 
     bad_rows = {e.get("row") for e in errs if e.get("row") is not None}
     total = _data_rows(data)
     rejected = total if not bad_rows else len(bad_rows)
-    return Preview("", filename, batch_id, total, max(0, total - rejected), rejected, 0, 0, False,
-                   errs, exc.message)
+    return Preview(
+        "",
+        filename,
+        batch_id,
+        total,
+        max(0, total - rejected),
+        rejected,
+        0,
+        0,
+        False,
+        errs,
+        exc.message,
+    )
 
 
 def _data_rows(data: bytes) -> int:
@@ -281,25 +338,51 @@ def _data_rows(data: bytes) -> int:
     return max(0, len(lines) - 1)
 
 
-def preview_upload(session: Session, lab_id: int, campaign_id: int, batch_id: int | None,
-                   data: bytes, filename: str, settings: Settings, key_id: int) -> Preview:
+def preview_upload(
+    session: Session,
+    lab_id: int,
+    campaign_id: int,
+    batch_id: int | None,
+    data: bytes,
+    filename: str,
+    settings: Settings,
+    key_id: int,
+) -> Preview:
     """Validate the whole file (``POST /campaigns/{id}/uploads``): no measurement is stored, only
     the previewed upload with its report."""
     try:
         campaign = campaign_of(session, lab_id, campaign_id, lock=True)
-        batch = batch_service.get_or_404(session, campaign, batch_id) if batch_id is not None else None
-        upload, already = ingest.preview(session, campaign=campaign, batch=batch, data=data,
-                                         filename=filename, settings=settings, api_key_id=key_id)
+        batch = (
+            batch_service.get_or_404(session, campaign, batch_id) if batch_id is not None else None
+        )
+        upload, already = ingest.preview(
+            session,
+            campaign=campaign,
+            batch=batch,
+            data=data,
+            filename=filename,
+            settings=settings,
+            api_key_id=key_id,
+        )
     except LlomeError as exc:  # refused as a whole (size, closed batch, unreadable file)
         session.rollback()
         return _refused(filename, batch_id, data, exc)
     r = dict(upload.report or {})
     committed = str(upload.status) == "committed"
     accepted = int(r.get("accepted", 0))
-    return Preview(str(upload.id), filename, batch_id, int(r.get("rows", upload.rows or 0)), accepted,
-                   int(r.get("rejected", 0)), 0 if committed else int(r.get("new_measurements", 0)),
-                   int(r.get("duplicates", 0)), already and committed, list(r.get("errors") or []),
-                   can_skip=not committed and accepted > 0)
+    return Preview(
+        str(upload.id),
+        filename,
+        batch_id,
+        int(r.get("rows", upload.rows or 0)),
+        accepted,
+        int(r.get("rejected", 0)),
+        0 if committed else int(r.get("new_measurements", 0)),
+        int(r.get("duplicates", 0)),
+        already and committed,
+        list(r.get("errors") or []),
+        can_skip=not committed and accepted > 0,
+    )
 
 
 @dataclass
@@ -308,14 +391,21 @@ class Committed:
     already_committed: bool
 
 
-def commit_upload(session: Session, lab_id: int, campaign_id: int, upload_id: int,
-                  settings: Settings, skip_rejected: bool = False) -> Committed:
+def commit_upload(
+    session: Session,
+    lab_id: int,
+    campaign_id: int,
+    upload_id: int,
+    settings: Settings,
+    skip_rejected: bool = False,
+) -> Committed:
     """Store a previewed upload's accepted rows (``POST .../uploads/{id}/commit``), all or none."""
     campaign = campaign_of(session, lab_id, campaign_id, lock=True)
     upload = ingest.get_or_404(session, campaign, upload_id)
     before = str(upload.status) == "committed"
-    upload = ingest.commit(session, campaign=campaign, upload=upload,
-                                   skip_rejected=skip_rejected, settings=settings)
+    upload = ingest.commit(
+        session, campaign=campaign, upload=upload, skip_rejected=skip_rejected, settings=settings
+    )
     return Committed(0 if before else int(upload.new_measurements or 0), before)
 
 
@@ -324,8 +414,9 @@ def commit_upload(session: Session, lab_id: int, campaign_id: int, upload_id: in
 
 def candidate_detail(session: Session, campaign: Campaign, candidate_id: int) -> Any:
     """``GET /campaigns/{id}/candidates/{cid}``: lineage stored when the candidate was made."""
-    return candidate_service.detail(session, campaign,
-                                    candidate_service.get_or_404(session, campaign, candidate_id))
+    return candidate_service.detail(
+        session, campaign, candidate_service.get_or_404(session, campaign, candidate_id)
+    )
 
 
 def template_csv(session: Session, campaign: Campaign, batch: Any) -> str:
@@ -341,8 +432,9 @@ def release(session: Session, campaign: Campaign, batch: Any) -> int:
 
 
 def withdraw(session: Session, campaign: Campaign, candidate_id: int) -> None:
-    candidate_service.withdraw(session, campaign,
-                               candidate_service.get_or_404(session, campaign, candidate_id), utcnow())
+    candidate_service.withdraw(
+        session, campaign, candidate_service.get_or_404(session, campaign, candidate_id), utcnow()
+    )
 
 
 def can_withdraw(status: str) -> bool:

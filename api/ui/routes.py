@@ -8,7 +8,7 @@ rest are the API's problem details.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
@@ -59,7 +59,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def _login(request: Request, exc: LoginRequired) -> Response:
         if request.method == "GET" and not request.url.path.endswith(".json"):
-            target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+            target = quote(
+                request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            )
             return RedirectResponse(f"/ui/login?next={target}", status_code=303)
         return JSONResponse({"detail": "log in at /ui/login"}, status_code=401)
 
@@ -88,15 +90,17 @@ class Ctx:
             raise LoginRequired()
         self.lab_id: int = self.lab.id
 
-    def __enter__(self) -> "Ctx":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         end_transaction(self.db, succeeded=exc_type is None)
 
     def check_csrf(self, token: str | None) -> None:
         if not auth.csrf_ok(self.ui, token):
-            raise LlomeError("the form's CSRF token is missing or stale: reload the page and try again")
+            raise LlomeError(
+                "the form's CSRF token is missing or stale: reload the page and try again"
+            )
 
     def render(self, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         context.update(csrf=self.ui.csrf if self.ui else "", lab=self.lab, status_text=STATUS_TEXT)
@@ -120,8 +124,11 @@ def login_page(request: Request, next: str = "/ui") -> HTMLResponse:
     ui = auth.store(request).get(sid)
     if ui is None:
         sid, ui = auth.store(request).new()
-    resp = templates.TemplateResponse(request, "login.html",
-                                      {"csrf": ui.csrf, "next": _safe_next(next), "error": None, "lab": None})
+    resp = templates.TemplateResponse(
+        request,
+        "login.html",
+        {"csrf": ui.csrf, "next": _safe_next(next), "error": None, "lab": None},
+    )
     auth.set_cookie(resp, sid, _secure(request))  # type: ignore[arg-type]
     return resp
 
@@ -132,8 +139,9 @@ def _safe_next(target: str) -> str:
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, api_key: str = Form(""), csrf: str = Form(""),
-          next: str = Form("/ui")) -> Response:
+def login(
+    request: Request, api_key: str = Form(""), csrf: str = Form(""), next: str = Form("/ui")
+) -> Response:
     ui = auth.current(request)
     if not auth.csrf_ok(ui, csrf):
         return RedirectResponse(f"/ui/login?next={quote(_safe_next(next))}", status_code=303)
@@ -142,10 +150,17 @@ def login(request: Request, api_key: str = Form(""), csrf: str = Form(""),
     if found is None:
         assert ui is not None
         return templates.TemplateResponse(
-            request, "login.html", status_code=401,
-            context={"csrf": ui.csrf, "next": _safe_next(next), "lab": None,
-                     "error": "That key is not valid: paste the lab's API key (see .llome/api-key "
-                              "or `llome keys create`)."})
+            request,
+            "login.html",
+            status_code=401,
+            context={
+                "csrf": ui.csrf,
+                "next": _safe_next(next),
+                "lab": None,
+                "error": "That key is not valid: paste the lab's API key (see .llome/api-key "
+                "or `llome keys create`).",
+            },
+        )
     # A fresh session id at login: an id planted before login is worthless after it.
     auth.store(request).drop(request.cookies.get(auth.COOKIE))
     sid, _ = auth.store(request).new(api_key_id=found[0])
@@ -167,12 +182,24 @@ def logout(request: Request, csrf: str = Form("")) -> Response:
 # --- campaigns ----------------------------------------------------------------------------
 
 
-def _list_page(ctx: Ctx, form: dict[str, str] | None = None, field_errors: dict[str, str] | None = None,
-               other_errors: list[str] | None = None, status_code: int = 200) -> HTMLResponse:
+def _list_page(
+    ctx: Ctx,
+    form: dict[str, str] | None = None,
+    field_errors: dict[str, str] | None = None,
+    other_errors: list[str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
     rows = [data.summary(ctx.db, c) for c in data.campaigns_of(ctx.db, ctx.lab_id)]
-    return ctx.render("campaigns.html", status_code=status_code, rows=rows, form=form or {},
-                      field_errors=field_errors or {}, other_errors=other_errors or [],
-                      msg=_flash(ctx.request), terminal=TERMINAL_CAMPAIGN)
+    return ctx.render(
+        "campaigns.html",
+        status_code=status_code,
+        rows=rows,
+        form=form or {},
+        field_errors=field_errors or {},
+        other_errors=other_errors or [],
+        msg=_flash(ctx.request),
+        terminal=TERMINAL_CAMPAIGN,
+    )
 
 
 @router.get("", response_class=HTMLResponse)
@@ -194,8 +221,9 @@ async def create_campaign(request: Request) -> Response:
             return _list_page(ctx, form, by_input, other, status_code=422)
         campaign = campaign_service.create(ctx.db, data=spec, lab_id=ctx.lab_id)
         cid = campaign.id
-    return RedirectResponse(f"/ui/campaigns/{cid}?msg=" + quote(f"campaign {cid} created"),
-                            status_code=303)
+    return RedirectResponse(
+        f"/ui/campaigns/{cid}?msg=" + quote(f"campaign {cid} created"), status_code=303
+    )
 
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
@@ -204,20 +232,33 @@ def campaign_page(request: Request, campaign_id: int) -> HTMLResponse:
         return _campaign_page(ctx, campaign_id)
 
 
-def _campaign_page(ctx: Ctx, campaign_id: int, preview: data.Preview | None = None,
-                   status_code: int = 200) -> HTMLResponse:
+def _campaign_page(
+    ctx: Ctx, campaign_id: int, preview: data.Preview | None = None, status_code: int = 200
+) -> HTMLResponse:
     campaign = data.campaign_of(ctx.db, ctx.lab_id, campaign_id)
     s = data.summary(ctx.db, campaign)
     m = data.metrics(ctx.db, campaign)
     batch = data.open_batch(ctx.db, campaign)
     parents = {}
     if batch is not None:
-        parents = {c.candidate_id: notation.mutations(c.parent, c.sequence) or "" for c in batch.candidates}
-    return ctx.render("campaign.html", status_code=status_code, c=s.read, s=s, metrics=m,
-                      batch=batch, mutations=parents, plot_v=data.plot_version(m), preview=preview,
-                      msg=_flash(ctx.request), terminal=TERMINAL_CAMPAIGN,
-                      uploads=data.recent_uploads(ctx.db, campaign),
-                      twin=twins.twin_of(ctx.db, campaign))
+        parents = {
+            c.candidate_id: notation.mutations(c.parent, c.sequence) or "" for c in batch.candidates
+        }
+    return ctx.render(
+        "campaign.html",
+        status_code=status_code,
+        c=s.read,
+        s=s,
+        metrics=m,
+        batch=batch,
+        mutations=parents,
+        plot_v=data.plot_version(m),
+        preview=preview,
+        msg=_flash(ctx.request),
+        terminal=TERMINAL_CAMPAIGN,
+        uploads=data.recent_uploads(ctx.db, campaign),
+        twin=twins.twin_of(ctx.db, campaign),
+    )
 
 
 @router.get("/campaigns/{campaign_id}/status.json")
@@ -229,13 +270,23 @@ def campaign_status(request: Request, campaign_id: int) -> JSONResponse:
         m = data.metrics(ctx.db, campaign)
         batches, _ = batch_service.list_(ctx.db, campaign, cursor=None, limit=1)
         p = read.progress
-        return JSONResponse({
-            "status": read.status, "status_text": STATUS_TEXT.get(read.status, read.status),
-            "round": read.round, "rounds": read.rounds, "phase": p.phase, "percent": p.percent,
-            "eta_s": p.eta_s, "message": p.message, "error": read.error,
-            "plot_v": data.plot_version(m),
-            "batch": f"{batches[0].id}-{batches[0].status}-{batches[0].remaining}" if batches else None,
-        })
+        return JSONResponse(
+            {
+                "status": read.status,
+                "status_text": STATUS_TEXT.get(read.status, read.status),
+                "round": read.round,
+                "rounds": read.rounds,
+                "phase": p.phase,
+                "percent": p.percent,
+                "eta_s": p.eta_s,
+                "message": p.message,
+                "error": read.error,
+                "plot_v": data.plot_version(m),
+                "batch": f"{batches[0].id}-{batches[0].status}-{batches[0].remaining}"
+                if batches
+                else None,
+            }
+        )
 
 
 @router.get("/campaigns/{campaign_id}/plot.png")
@@ -244,14 +295,23 @@ def plot(request: Request, campaign_id: int, kind: str = "score") -> Response:
         campaign = data.campaign_of(ctx.db, ctx.lab_id, campaign_id)
         m = data.metrics(ctx.db, campaign)
         title = f"campaign {campaign.id}: {campaign.name}"
-        png = metrics_service.fractions_png(m, title) if kind == "fractions" else metrics_service.plot_png(m, title)
+        png = (
+            metrics_service.fractions_png(m, title)
+            if kind == "fractions"
+            else metrics_service.plot_png(m, title)
+        )
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/campaigns/{campaign_id}/actions/{action}")
-def campaign_action(request: Request, campaign_id: int, action: str, csrf: str = Form("")) -> Response:
-    actions = {"pause": campaign_service.pause, "resume": campaign_service.resume,
-               "cancel": campaign_service.cancel}
+def campaign_action(
+    request: Request, campaign_id: int, action: str, csrf: str = Form("")
+) -> Response:
+    actions = {
+        "pause": campaign_service.pause,
+        "resume": campaign_service.resume,
+        "cancel": campaign_service.cancel,
+    }
     if action not in actions:
         return JSONResponse({"detail": f"unknown action {action!r}"}, status_code=404)
     with Ctx(request) as ctx:
@@ -274,17 +334,25 @@ def _batch(ctx: Ctx, campaign_id: int, batch_id: int) -> tuple[Any, Any]:
 
 
 def _attachment(body: Any, media: str, filename: str) -> Response:
-    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        body,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @router.get("/campaigns/{campaign_id}/batches/{batch_id}/download.csv")
 def batch_csv(request: Request, campaign_id: int, batch_id: int) -> Response:
     with Ctx(request) as ctx:
         campaign, batch = _batch(ctx, campaign_id, batch_id)
-        rows = [[c.candidate_id, c.sequence, c.score, c.feasible]
-                for c in batch_service.candidates(ctx.db, batch)]
+        rows = [
+            [c.candidate_id, c.sequence, c.score, c.feasible]
+            for c in batch_service.candidates(ctx.db, batch)
+        ]
         body = "".join(write_rows(batch_service.CSV_COLUMNS, rows))
-    return _attachment(body, "text/csv; charset=utf-8", f"campaign-{campaign.id}-batch-{batch.id}.csv")
+    return _attachment(
+        body, "text/csv; charset=utf-8", f"campaign-{campaign.id}-batch-{batch.id}.csv"
+    )
 
 
 @router.get("/campaigns/{campaign_id}/batches/{batch_id}/template.csv")
@@ -293,8 +361,9 @@ def batch_template(request: Request, campaign_id: int, batch_id: int) -> Respons
     with Ctx(request) as ctx:
         campaign, batch = _batch(ctx, campaign_id, batch_id)
         body = data.template_csv(ctx.db, campaign, batch)
-    return _attachment(body, "text/csv; charset=utf-8",
-                       f"campaign-{campaign.id}-batch-{batch.id}-template.csv")
+    return _attachment(
+        body, "text/csv; charset=utf-8", f"campaign-{campaign.id}-batch-{batch.id}-template.csv"
+    )
 
 
 @router.get("/campaigns/{campaign_id}/batches/{batch_id}/batch.fasta")
@@ -302,7 +371,9 @@ def batch_fasta(request: Request, campaign_id: int, batch_id: int) -> Response:
     with Ctx(request) as ctx:
         campaign, batch = _batch(ctx, campaign_id, batch_id)
         body = data.batch_fasta(ctx.db, batch)
-    return _attachment(body, "text/plain; charset=utf-8", f"campaign-{campaign.id}-batch-{batch.id}.fasta")
+    return _attachment(
+        body, "text/plain; charset=utf-8", f"campaign-{campaign.id}-batch-{batch.id}.fasta"
+    )
 
 
 @router.post("/campaigns/{campaign_id}/batches/{batch_id}/release")
@@ -325,8 +396,13 @@ def release(request: Request, campaign_id: int, batch_id: int, csrf: str = Form(
 
 
 @router.post("/campaigns/{campaign_id}/uploads", response_class=HTMLResponse)
-def upload_preview(request: Request, campaign_id: int, csrf: str = Form(""),
-                   target: str = Form("measurements"), file: UploadFile = File(...)) -> HTMLResponse:
+def upload_preview(
+    request: Request,
+    campaign_id: int,
+    csrf: str = Form(""),
+    target: str = Form("measurements"),
+    file: UploadFile = File(...),
+) -> HTMLResponse:
     """Validate the file and show what committing it would store; no measurement is stored yet."""
     with Ctx(request) as ctx:
         ctx.check_csrf(csrf)
@@ -334,22 +410,44 @@ def upload_preview(request: Request, campaign_id: int, csrf: str = Form(""),
         raw = file.file.read(settings.max_upload_bytes + 1)
         batch_id = int(target) if target.isdigit() else None
         assert ctx.ui is not None
-        preview = data.preview_upload(ctx.db, ctx.lab_id, campaign_id, batch_id, raw,
-                                      file.filename or "upload.csv", settings, key_id=ctx.key_id)
+        preview = data.preview_upload(
+            ctx.db,
+            ctx.lab_id,
+            campaign_id,
+            batch_id,
+            raw,
+            file.filename or "upload.csv",
+            settings,
+            key_id=ctx.key_id,
+        )
         ctx.db.commit()  # the previewed upload is kept: the commit button names it
         return _campaign_page(ctx, campaign_id, preview=preview)
 
 
 @router.post("/campaigns/{campaign_id}/uploads/{upload_id}/commit")
-def upload_commit(request: Request, campaign_id: int, upload_id: int, csrf: str = Form(""),
-                  skip_rejected: str = Form("")) -> Response:
+def upload_commit(
+    request: Request,
+    campaign_id: int,
+    upload_id: int,
+    csrf: str = Form(""),
+    skip_rejected: str = Form(""),
+) -> Response:
     with Ctx(request) as ctx:
         ctx.check_csrf(csrf)
         try:
-            done = data.commit_upload(ctx.db, ctx.lab_id, campaign_id, upload_id,
-                                      request.app.state.settings, skip_rejected=skip_rejected == "true")
-            msg = ("this file was committed before: nothing new stored" if done.already_committed
-                   else f"stored {done.new_measurements} new measurement(s)")
+            done = data.commit_upload(
+                ctx.db,
+                ctx.lab_id,
+                campaign_id,
+                upload_id,
+                request.app.state.settings,
+                skip_rejected=skip_rejected == "true",
+            )
+            msg = (
+                "this file was committed before: nothing new stored"
+                if done.already_committed
+                else f"stored {done.new_measurements} new measurement(s)"
+            )
         except LlomeError as exc:
             ctx.db.rollback()
             msg = f"nothing stored: {exc.message}"
@@ -365,13 +463,21 @@ def candidate_page(request: Request, campaign_id: int, candidate_id: int) -> HTM
         campaign = data.campaign_of(ctx.db, ctx.lab_id, campaign_id)
         lin = data.lineage(ctx.db, campaign, candidate_id)
         detail = data.candidate_detail(ctx.db, campaign, candidate_id)
-        return ctx.render("candidate.html", campaign=campaign, lin=lin, detail=detail,
-                          candidate_id=candidate_id, msg=_flash(request),
-                          can_withdraw=data.can_withdraw(detail.status))
+        return ctx.render(
+            "candidate.html",
+            campaign=campaign,
+            lin=lin,
+            detail=detail,
+            candidate_id=candidate_id,
+            msg=_flash(request),
+            can_withdraw=data.can_withdraw(detail.status),
+        )
 
 
 @router.post("/campaigns/{campaign_id}/candidates/{candidate_id}/withdraw")
-def withdraw(request: Request, campaign_id: int, candidate_id: int, csrf: str = Form("")) -> Response:
+def withdraw(
+    request: Request, campaign_id: int, candidate_id: int, csrf: str = Form("")
+) -> Response:
     """Take the candidate out of the lab for good: it is never proposed again."""
     with Ctx(request) as ctx:
         ctx.check_csrf(csrf)
@@ -382,5 +488,6 @@ def withdraw(request: Request, campaign_id: int, candidate_id: int, csrf: str = 
         except LlomeError as exc:
             ctx.db.rollback()
             msg = exc.message
-    return RedirectResponse(f"/ui/campaigns/{campaign_id}/candidates/{candidate_id}?msg={quote(msg)}",
-                            status_code=303)
+    return RedirectResponse(
+        f"/ui/campaigns/{campaign_id}/candidates/{candidate_id}?msg={quote(msg)}", status_code=303
+    )

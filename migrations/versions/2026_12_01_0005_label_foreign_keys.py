@@ -12,28 +12,43 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = '0005'
-down_revision: str | None = '0004'
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('sequence') as b:
-        b.create_unique_constraint(op.f('uq_sequence_campaign_id_id'), ['campaign_id', 'id'])
-    with op.batch_alter_table('measurement') as b:
-        b.drop_constraint(op.f('fk_measurement_campaign_id_campaign'), type_='foreignkey')
-        b.drop_constraint(op.f('fk_measurement_sequence_id_sequence'), type_='foreignkey')
-        b.create_foreign_key(op.f('fk_measurement_campaign_id_sequence'), 'sequence',
-                             ['campaign_id', 'sequence_id'], ['campaign_id', 'id'], ondelete='CASCADE')
+    with op.batch_alter_table("sequence") as b:
+        b.create_unique_constraint(op.f("uq_sequence_campaign_id_id"), ["campaign_id", "id"])
+    with op.batch_alter_table("measurement") as b:
+        b.drop_constraint(op.f("fk_measurement_campaign_id_campaign"), type_="foreignkey")
+        b.drop_constraint(op.f("fk_measurement_sequence_id_sequence"), type_="foreignkey")
+        b.create_foreign_key(
+            op.f("fk_measurement_campaign_id_sequence"),
+            "sequence",
+            ["campaign_id", "sequence_id"],
+            ["campaign_id", "id"],
+            ondelete="CASCADE",
+        )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('measurement') as b:
-        b.drop_constraint(op.f('fk_measurement_campaign_id_sequence'), type_='foreignkey')
-        b.create_foreign_key(op.f('fk_measurement_sequence_id_sequence'), 'sequence', ['sequence_id'], ['id'],
-                             ondelete='CASCADE')
-        b.create_foreign_key(op.f('fk_measurement_campaign_id_campaign'), 'campaign', ['campaign_id'], ['id'],
-                             ondelete='CASCADE')
-    with op.batch_alter_table('sequence') as b:
-        b.drop_constraint(op.f('uq_sequence_campaign_id_id'), type_='unique')
+    with op.batch_alter_table("measurement") as b:
+        b.drop_constraint(op.f("fk_measurement_campaign_id_sequence"), type_="foreignkey")
+        b.create_foreign_key(
+            op.f("fk_measurement_sequence_id_sequence"),
+            "sequence",
+            ["sequence_id"],
+            ["id"],
+            ondelete="CASCADE",
+        )
+        b.create_foreign_key(
+            op.f("fk_measurement_campaign_id_campaign"),
+            "campaign",
+            ["campaign_id"],
+            ["id"],
+            ondelete="CASCADE",
+        )
+    with op.batch_alter_table("sequence") as b:
+        b.drop_constraint(op.f("uq_sequence_campaign_id_id"), type_="unique")

@@ -80,8 +80,12 @@ def test_instance_matches_holo(index: int):
     matrix = torch.tensor(fx["transition_matrix"], dtype=torch.float32)
     assert torch.equal(f.transition_matrix == 0, matrix == 0)
     torch.testing.assert_close(f.transition_matrix, matrix, rtol=0, atol=1e-7)
-    torch.testing.assert_close(f.stationary_dist, torch.tensor(fx["stationary_dist"], dtype=torch.float32),
-                               rtol=1e-5, atol=1e-7)  # solved from the matrix: a few ulps
+    torch.testing.assert_close(
+        f.stationary_dist,
+        torch.tensor(fx["stationary_dist"], dtype=torch.float32),
+        rtol=1e-5,
+        atol=1e-7,
+    )  # solved from the matrix: a few ulps
     assert [m.tolist() for m in f.motifs] == fx["motifs"]
     assert [s.tolist() for s in f.spacings] == fx["spacings"]
     for n, expected in fx["initial_solution"].items():

@@ -33,8 +33,15 @@ TINY_LLOME: dict[str, Any] = {
 TINY_EHRLICH_CAMPAIGN: dict[str, Any] = {
     "name": "tiny ehrlich",
     # Hard enough that two rounds of 16 calls do not find the optimum (the campaign would stop).
-    "oracle": {"kind": "ehrlich", "num_states": 8, "dim": 12, "num_motifs": 2, "motif_length": 3,
-               "seed": 1, "seeding": {"num_particles": 32, "num_steps": 3, "mutation_prob": 0.1}},
+    "oracle": {
+        "kind": "ehrlich",
+        "num_states": 8,
+        "dim": 12,
+        "num_motifs": 2,
+        "motif_length": 3,
+        "seed": 1,
+        "seeding": {"num_particles": 32, "num_steps": 3, "mutation_prob": 0.1},
+    },
     "optimizer": TINY_LLOME,
     "batch_size": 16,
     "rounds": 2,
@@ -73,10 +80,19 @@ def redis_reason(url: str) -> str | None:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test process's environment minus any llome configuration, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("LLOME_") or k in ("DATABASE_URL", "REDIS_URL", "DATA_DIR"))}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled",
-               PYTHONUNBUFFERED="1", LLOME_TORCH_THREADS="1", PYTHONPATH=str(ROOT))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("LLOME_") or k in ("DATABASE_URL", "REDIS_URL", "DATA_DIR"))
+    }
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        WANDB_MODE="disabled",
+        PYTHONUNBUFFERED="1",
+        LLOME_TORCH_THREADS="1",
+        PYTHONPATH=str(ROOT),
+    )
     env.update(extra)
     return env
 
@@ -86,9 +102,15 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
         self.args, self.log = args, log
-        self._fh = open(log, "ab")
-        self.popen = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._fh, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self._fh = open(log, "ab")  # noqa: SIM115 (held for the process's life, closed in stop())
+        self.popen = subprocess.Popen(
+            args,
+            env=env,
+            cwd=cwd,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -125,8 +147,9 @@ class Procs:
     def __init__(self, tmp: Path, env: dict[str, str]) -> None:
         self.tmp, self.env, self.all = tmp, env, []  # type: ignore[var-annotated]
 
-    def start(self, name: str, args: list[str], cwd: Path | None = None,
-              env: dict[str, str] | None = None) -> Proc:
+    def start(
+        self, name: str, args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> Proc:
         p = Proc(args, env or self.env, cwd or self.tmp, self.tmp / f"{name}-{len(self.all)}.log")
         self.all.append(p)
         return p
@@ -134,10 +157,19 @@ class Procs:
     def worker(self, name: str = "worker") -> Proc:
         return self.start(name, [LLOME, "worker", "--queues", "gpu,cpu", "--loglevel", "INFO"])
 
-    def server(self, port: int, cwd: Path | None = None, env: dict[str, str] | None = None,
-               web_processes: int = 1) -> Proc:
-        p = self.start("serve", [LLOME, "serve", "--port", str(port), "--web-processes", str(web_processes)],
-                       cwd=cwd, env=env)
+    def server(
+        self,
+        port: int,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        web_processes: int = 1,
+    ) -> Proc:
+        p = self.start(
+            "serve",
+            [LLOME, "serve", "--port", str(port), "--web-processes", str(web_processes)],
+            cwd=cwd,
+            env=env,
+        )
         wait_for_http(f"http://127.0.0.1:{port}", p)
         return p
 
@@ -151,8 +183,14 @@ class Procs:
 
 def cli_key(env: dict[str, str], lab: str = "it-lab", cwd: Path | None = None) -> str:
     """A key made the documented way: ``llome keys create --lab LAB`` (the key is the last line)."""
-    out = subprocess.run([LLOME, "keys", "create", "--lab", lab], env=env, cwd=cwd or ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [LLOME, "keys", "create", "--lab", lab],
+        env=env,
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
 
@@ -214,13 +252,21 @@ def redis_db(request: pytest.FixtureRequest) -> Iterator[str]:
     r.flushdb()
 
 
-def poll_campaign(client: httpx.Client | Any, cid: int, statuses: set[str], timeout: float,
-                  procs: Procs | None = None) -> dict[str, Any]:
+def poll_campaign(
+    client: httpx.Client | Any,
+    cid: int,
+    statuses: set[str],
+    timeout: float,
+    procs: Procs | None = None,
+) -> dict[str, Any]:
     """The campaign once its status is in ``statuses``; fails early if it failed."""
+
     def check() -> dict[str, Any] | None:
         body = client.get(f"/campaigns/{cid}").json()
         if body["status"] == "failed" and "failed" not in statuses:
-            raise AssertionError(f"campaign failed: {body['error']}\n{procs.logs() if procs else ''}")
+            raise AssertionError(
+                f"campaign failed: {body['error']}\n{procs.logs() if procs else ''}"
+            )
         return body if body["status"] in statuses else None
 
     try:

@@ -30,17 +30,27 @@ REDIS_DB = 11
 
 
 @pytest.fixture(scope="module")
-def stack(module_pg_url: str, redis_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Procs]]:
+def stack(
+    module_pg_url: str, redis_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[httpx.Client, Procs]]:
     tmp = tmp_path_factory.mktemp("stack")
-    env = clean_env(DATABASE_URL=module_pg_url, REDIS_URL=redis_db, LLOME_DATA_DIR=str(tmp / "data"),
-                    LLOME_LEASE_S="20", LLOME_RECOVERY_INTERVAL_S="2", LLOME_PROGRESS_INTERVAL_S="0.3")
+    env = clean_env(
+        DATABASE_URL=module_pg_url,
+        REDIS_URL=redis_db,
+        LLOME_DATA_DIR=str(tmp / "data"),
+        LLOME_LEASE_S="20",
+        LLOME_RECOVERY_INTERVAL_S="2",
+        LLOME_PROGRESS_INTERVAL_S="0.3",
+    )
     procs = Procs(tmp, env)
     try:
         port = free_port()
         procs.server(port, web_processes=2)  # as deployed: one web process per core
         procs.worker()
         key = cli_key(env)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=auth(key)) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=auth(key)
+        ) as client:
             yield client, procs
     finally:
         procs.stop_all()
@@ -60,7 +70,9 @@ def run_ehrlich_campaign(client: Any, procs: Procs | None, timeout: float = 300)
         if body["progress"]["percent"] is not None:
             progress_seen.append(body["progress"])
         if body["status"] == "failed":
-            raise AssertionError(f"campaign failed: {body['error']}\n{procs.logs() if procs else ''}")
+            raise AssertionError(
+                f"campaign failed: {body['error']}\n{procs.logs() if procs else ''}"
+            )
         return body if body["status"] == "completed" else None
 
     try:
@@ -72,12 +84,20 @@ def run_ehrlich_campaign(client: Any, procs: Procs | None, timeout: float = 300)
     assert any(p["phase"] and 0 <= p["percent"] <= 100 for p in progress_seen)
 
     batches = client.get(f"/campaigns/{cid}/batches").json()["items"]
-    assert [(b["round"], b["status"], b["remaining"]) for b in batches] == [(2, "labelled", 0), (1, "labelled", 0)]
+    assert [(b["round"], b["status"], b["remaining"]) for b in batches] == [
+        (2, "labelled", 0),
+        (1, "labelled", 0),
+    ]
     for b in batches:
         detail = client.get(f"/campaigns/{cid}/batches/{b['id']}").json()
         assert 0 < len(detail["candidates"]) <= 16
-        assert all(c["status"] == "measured" and c["feasible"] is not None for c in detail["candidates"])
-        assert all(len(c["sequence"]) == 12 and set(c["sequence"]) <= set("ABCDEFGH") for c in detail["candidates"])
+        assert all(
+            c["status"] == "measured" and c["feasible"] is not None for c in detail["candidates"]
+        )
+        assert all(
+            len(c["sequence"]) == 12 and set(c["sequence"]) <= set("ABCDEFGH")
+            for c in detail["candidates"]
+        )
     metrics = client.get(f"/campaigns/{cid}/metrics").json()
     rounds = metrics["rounds"]
     assert [m["round"] for m in rounds] == [0, 1, 2]
@@ -130,7 +150,9 @@ class Lab:
         return sorted(library)
 
     def seed_csv(self) -> bytes:
-        return ("sequence,score\n" + "".join(f"{s},{self.score(s)}\n" for s in self.seed_library())).encode()
+        return (
+            "sequence,score\n" + "".join(f"{s},{self.score(s)}\n" for s in self.seed_library())
+        ).encode()
 
     def results_csv(self, batch_csv: str) -> bytes:
         """The downloaded batch CSV with the score column filled in."""
@@ -145,15 +167,23 @@ class Lab:
 
 def run_wetlab_campaign(client: Any, procs: Procs | None, timeout: float = 300) -> None:
     lab = Lab()
-    body = {"name": "lab round trip", "oracle": {"kind": "wetlab", "alphabet": LAB_ALPHABET, "length": LAB_LENGTH},
-            "optimizer": TINY_LLOME, "batch_size": 8, "rounds": 2, "seed": 1,
-            "model": TINY_EHRLICH_CAMPAIGN["model"]}
+    body = {
+        "name": "lab round trip",
+        "oracle": {"kind": "wetlab", "alphabet": LAB_ALPHABET, "length": LAB_LENGTH},
+        "optimizer": TINY_LLOME,
+        "batch_size": 8,
+        "rounds": 2,
+        "seed": 1,
+        "model": TINY_EHRLICH_CAMPAIGN["model"],
+    }
     r = client.post("/campaigns", json=body)
     assert r.status_code == 201, r.text
     cid = r.json()["id"]
     assert r.json()["status"] == "created" and "measurements" in r.json()["progress"]["message"]
 
-    seed = client.post(f"/campaigns/{cid}/measurements", files={"file": ("seed.csv", lab.seed_csv(), "text/csv")})
+    seed = client.post(
+        f"/campaigns/{cid}/measurements", files={"file": ("seed.csv", lab.seed_csv(), "text/csv")}
+    )
     assert seed.status_code == 201, seed.text
     assert seed.json()["report"]["new_measurements"] == 40
 
@@ -167,14 +197,23 @@ def run_wetlab_campaign(client: Any, procs: Procs | None, timeout: float = 300) 
             # lineage, stored when the candidate was made: the input it was refined from
             assert len(cand["parent"]) == LAB_LENGTH and cand["log_likelihood"] is not None
             assert cand["sequence"] != cand["parent"]
-        batch_csv = client.get(f"/campaigns/{cid}/batches/{newest['id']}", headers={"Accept": "text/csv"}).text
+        batch_csv = client.get(
+            f"/campaigns/{cid}/batches/{newest['id']}", headers={"Accept": "text/csv"}
+        ).text
         results = lab.results_csv(batch_csv)
-        up = client.post(f"/campaigns/{cid}/batches/{newest['id']}/results",
-                         files={"file": ("results.csv", results, "text/csv")})
+        up = client.post(
+            f"/campaigns/{cid}/batches/{newest['id']}/results",
+            files={"file": ("results.csv", results, "text/csv")},
+        )
         assert up.status_code == 201, up.text
-        assert up.json()["remaining"] == 0 and up.json()["report"]["new_measurements"] == newest["size"]
-        again = client.post(f"/campaigns/{cid}/batches/{newest['id']}/results",
-                            files={"file": ("results.csv", results, "text/csv")})
+        assert (
+            up.json()["remaining"] == 0
+            and up.json()["report"]["new_measurements"] == newest["size"]
+        )
+        again = client.post(
+            f"/campaigns/{cid}/batches/{newest['id']}/results",
+            files={"file": ("results.csv", results, "text/csv")},
+        )
         assert again.status_code == 200 and again.json()["already_uploaded"] is True
 
     done = poll_campaign(client, cid, {"completed"}, timeout, procs)
@@ -182,7 +221,9 @@ def run_wetlab_campaign(client: Any, procs: Procs | None, timeout: float = 300) 
     seqs = []
     cursor = None
     while True:
-        page = client.get(f"/campaigns/{cid}/sequences", params={"cursor": cursor} if cursor else {}).json()
+        page = client.get(
+            f"/campaigns/{cid}/sequences", params={"cursor": cursor} if cursor else {}
+        ).json()
         seqs += page["items"]
         cursor = page["next_cursor"]
         if not cursor:
@@ -192,6 +233,8 @@ def run_wetlab_campaign(client: Any, procs: Procs | None, timeout: float = 300) 
     assert all(s["score"] == lab.score(s["sequence"]) for s in seqs)
 
 
-def test_a_wetlab_campaign_proposes_takes_results_and_proposes_again(stack: tuple[httpx.Client, Procs]) -> None:
+def test_a_wetlab_campaign_proposes_takes_results_and_proposes_again(
+    stack: tuple[httpx.Client, Procs],
+) -> None:
     client, procs = stack
     run_wetlab_campaign(client, procs)

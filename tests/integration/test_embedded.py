@@ -16,14 +16,18 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Procs, Path]]:
+def embedded(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[httpx.Client, Procs, Path]]:
     cwd = tmp_path_factory.mktemp("embedded")
     procs = Procs(cwd, clean_env(LLOME_PROGRESS_INTERVAL_S="0.3"))
     try:
         port = free_port()
         procs.server(port, cwd=cwd)
         key = (cwd / ".llome" / "api-key").read_text().strip()  # written on first start
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=auth(key)) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=auth(key)
+        ) as client:
             yield client, procs, cwd
     finally:
         procs.stop_all()

@@ -18,11 +18,15 @@ def test_request_over_the_limit_gets_503_with_retry_after() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    settings = Settings(database_url="sqlite://", db_pool_size=1, db_max_overflow=0, request_queue_s=0.05)
+    settings = Settings(
+        database_url="sqlite://", db_pool_size=1, db_max_overflow=0, request_queue_s=0.05
+    )
     gate = Gate(held, settings)
 
     async def scenario() -> tuple[httpx.Response, httpx.Response]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://t") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=gate), base_url="http://t"
+        ) as c:
             first = asyncio.create_task(c.get("/a"))
             await asyncio.sleep(0.01)
             second = await c.get("/b", headers={"X-Request-ID": "r2"})

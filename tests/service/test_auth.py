@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
 
-from llome_cli import main
 from api.config import get_settings
 from api.db import session_scope
 from api.models import ApiKey, Campaign, Lab
 from api.services import labs
+from llome_cli import main
 from tests.conftest import make_key
 from tests.service.test_campaigns import WETLAB
 
@@ -23,14 +23,26 @@ OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.j
 
 
 def _wetlab(client: TestClient) -> int:
-    r = client.post("/campaigns", json={"name": "lab", "oracle": WETLAB, "batch_size": 20, "rounds": 1,
-                                        "optimizer": {"kind": "ga"}})
+    r = client.post(
+        "/campaigns",
+        json={
+            "name": "lab",
+            "oracle": WETLAB,
+            "batch_size": 20,
+            "rounds": 1,
+            "optimizer": {"kind": "ga"},
+        },
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
 
 def _concrete(path: str, cid: int) -> str:
-    return path.replace("{campaign_id}", str(cid)).replace("{batch_id}", "1").replace("{sequence_id}", "1")
+    return (
+        path.replace("{campaign_id}", str(cid))
+        .replace("{batch_id}", "1")
+        .replace("{sequence_id}", "1")
+    )
 
 
 def test_every_api_route_but_health_and_docs_needs_a_key(app, client, anon_client) -> None:
@@ -53,8 +65,15 @@ def test_every_api_route_but_health_and_docs_needs_a_key(app, client, anon_clien
     assert anon_client.get("/openapi.json").status_code == 200
 
 
-@pytest.mark.parametrize("header", ["Bearer llome_not-a-real-key", "Bearer ", "Basic dXNlcjpwYXNz",
-                                    "llome_bare-key-without-scheme"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer llome_not-a-real-key",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "llome_bare-key-without-scheme",
+    ],
+)
 def test_an_unknown_or_malformed_key_is_a_401(anon_client, header: str) -> None:
     r = anon_client.get("/campaigns", headers={"Authorization": header})
     assert r.status_code == 401
@@ -97,13 +116,19 @@ def test_another_labs_campaign_is_a_404_everywhere(client, anon_client, session_
         ("GET", f"/campaigns/{mine}/metrics", {}),
         ("POST", f"/campaigns/{mine}/pause", {}),
         ("POST", f"/campaigns/{mine}/cancel", {}),
-        ("POST", f"/campaigns/{mine}/measurements", {"files": {"file": ("s.csv", seed, "text/csv")}}),
+        (
+            "POST",
+            f"/campaigns/{mine}/measurements",
+            {"files": {"file": ("s.csv", seed, "text/csv")}},
+        ),
     ]:
         r = anon_client.request(method, path, headers=other, **kwargs)
         assert r.status_code == 404, (method, path, r.text)
         # the same answer as for a campaign that does not exist: nothing leaks
         assert r.json()["detail"] == f"campaign {mine} does not exist"
-    assert mine not in [c["id"] for c in anon_client.get("/campaigns", headers=other).json()["items"]]
+    assert mine not in [
+        c["id"] for c in anon_client.get("/campaigns", headers=other).json()["items"]
+    ]
     # nothing the other lab tried changed this lab's campaign
     assert client.get(f"/campaigns/{mine}").json()["status"] == "created"
     assert client.get(f"/campaigns/{mine}/sequences").json()["items"] == []
@@ -111,7 +136,9 @@ def test_another_labs_campaign_is_a_404_everywhere(client, anon_client, session_
 
 def test_campaigns_are_listed_for_their_own_lab_only(client, anon_client, session_factory) -> None:
     mine = {_wetlab(client) for _ in range(2)}
-    other = TestClient(anon_client.app, headers={"Authorization": f"Bearer {make_key(session_factory)}"})
+    other = TestClient(
+        anon_client.app, headers={"Authorization": f"Bearer {make_key(session_factory)}"}
+    )
     theirs = _wetlab(other)
     assert {c["id"] for c in client.get("/campaigns").json()["items"]} == mine
     assert [c["id"] for c in other.get("/campaigns").json()["items"]] == [theirs]
@@ -122,7 +149,9 @@ def test_only_the_hash_of_a_key_is_stored(session_factory) -> None:
         row, key = labs.create_key(s, "hash-check-lab")
     assert key.startswith("llome_") and len(key) >= 40
     with session_factory() as s:
-        stored = s.execute(text("SELECT prefix, key_hash FROM api_key WHERE id = :i"), {"i": row.id}).one()
+        stored = s.execute(
+            text("SELECT prefix, key_hash FROM api_key WHERE id = :i"), {"i": row.id}
+        ).one()
     assert stored.key_hash == hashlib.sha256(key.encode()).hexdigest()
     assert key not in stored and key not in stored.prefix  # the key itself is nowhere
     with session_factory() as s:
@@ -166,8 +195,20 @@ def test_the_first_lab_adopts_campaigns_made_before_labs_existed(tmp_path: Path)
     factory = make_sessionmaker(engine)
     try:
         with session_scope(factory) as s:  # a campaign row as an older version left it
-            s.add(Campaign(name="old", status="created", oracle_kind="wetlab", optimizer_kind="ga",
-                           alphabet="ACD", length=3, batch_size=1, rounds=1, seed=0, spec={}))
+            s.add(
+                Campaign(
+                    name="old",
+                    status="created",
+                    oracle_kind="wetlab",
+                    optimizer_kind="ga",
+                    alphabet="ACD",
+                    length=3,
+                    batch_size=1,
+                    rounds=1,
+                    seed=0,
+                    spec={},
+                )
+            )
         with session_scope(factory) as s:
             first = labs.get_or_create_lab(s, "first")
             second = labs.get_or_create_lab(s, "second")
@@ -178,7 +219,9 @@ def test_the_first_lab_adopts_campaigns_made_before_labs_existed(tmp_path: Path)
         engine.dispose()
 
 
-def test_the_embedded_default_writes_its_first_key_readable_by_its_owner_only(tmp_path: Path) -> None:
+def test_the_embedded_default_writes_its_first_key_readable_by_its_owner_only(
+    tmp_path: Path,
+) -> None:
     from api.config import Settings
     from api.db import make_engine, make_sessionmaker, upgrade
 
@@ -211,13 +254,18 @@ def test_swagger_authorize_uses_a_bearer_scheme(client) -> None:
     assert "401" in schema["paths"]["/campaigns/{campaign_id}"]["get"]["responses"]
 
 
-def test_a_key_over_its_request_rate_gets_429_with_retry_after(settings, publisher, session_factory) -> None:
+def test_a_key_over_its_request_rate_gets_429_with_retry_after(
+    settings, publisher, session_factory
+) -> None:
     from api.main import create_app
 
     slow = settings.model_copy(update={"rate_limit_per_s": 0.01, "rate_limit_burst": 3})
     busy, calm = make_key(session_factory), make_key(session_factory)
     with TestClient(create_app(slow, publisher=publisher, migrate=False)) as c:
-        codes = [c.get("/campaigns", headers={"Authorization": f"Bearer {busy}"}).status_code for _ in range(4)]
+        codes = [
+            c.get("/campaigns", headers={"Authorization": f"Bearer {busy}"}).status_code
+            for _ in range(4)
+        ]
         assert codes == [200, 200, 200, 429]
         r = c.get("/campaigns", headers={"Authorization": f"Bearer {busy}"})
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from llome_cli import COMMANDS, main
 from api.config import get_settings
+from llome_cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,9 @@ def env_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: igno
 def test_llome_db_upgrade_creates_the_schema(env_settings: Path) -> None:
     assert main(["db", "upgrade"]) == 0
     engine = create_engine(f"sqlite:///{env_settings}/cli.db")
-    assert {"campaign", "job", "measurement", "llome_alembic_version"} <= set(inspect(engine).get_table_names())
+    assert {"campaign", "job", "measurement", "llome_alembic_version"} <= set(
+        inspect(engine).get_table_names()
+    )
     engine.dispose()
 
 
@@ -47,10 +49,14 @@ def test_several_web_processes_need_a_broker(env_settings: Path) -> None:
 
 def test_the_web_process_never_loads_torch(tmp_path: Path) -> None:
     # Torch would triple a web process's objects, and its garbage collections stall every request.
-    code = ("import sys; from api.main import create_app; from api.config import Settings; "
-            f"create_app(Settings(database_url='sqlite:///{tmp_path}/w.db', redis_url='redis://127.0.0.1:6379/15'), "
-            "migrate=False); sys.exit(int('torch' in sys.modules or 'transformers' in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from api.main import create_app; from api.config import Settings; "
+        f"create_app(Settings(database_url='sqlite:///{tmp_path}/w.db', redis_url='redis://127.0.0.1:6379/15'), "
+        "migrate=False); sys.exit(int('torch' in sys.modules or 'transformers' in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr or "the web app imported torch"
 
 

@@ -20,7 +20,9 @@ from tests.conftest import make_key
 def _login(client: TestClient, key: str) -> str:
     page = client.get("/ui/login")
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    r = client.post("/ui/login", data={"api_key": key, "csrf": csrf, "next": "/ui"}, follow_redirects=False)
+    r = client.post(
+        "/ui/login", data={"api_key": key, "csrf": csrf, "next": "/ui"}, follow_redirects=False
+    )
     assert r.status_code == 303 and r.headers["location"] == "/ui", r.text
     return client.cookies[auth.COOKIE]
 
@@ -35,10 +37,15 @@ def test_a_login_on_one_web_process_holds_on_another(settings, publisher, sessio
         page = b.get("/ui", follow_redirects=False)
         assert page.status_code == 200, page.headers.get("location")
         with session_factory() as s:
-            row = s.scalar(select(DashboardSession).where(
-                DashboardSession.sid_hash == hashlib.sha256(sid.encode()).hexdigest()))
+            row = s.scalar(
+                select(DashboardSession).where(
+                    DashboardSession.sid_hash == hashlib.sha256(sid.encode()).hexdigest()
+                )
+            )
             assert row is not None and row.api_key_id is not None
-            assert s.scalar(select(DashboardSession).where(DashboardSession.sid_hash == sid)) is None
+            assert (
+                s.scalar(select(DashboardSession).where(DashboardSession.sid_hash == sid)) is None
+            )
 
         with session_scope(session_factory) as s:
             labs.revoke(s, s.scalar(select(ApiKey.id).where(ApiKey.key_hash == labs.hash_key(key))))
@@ -47,10 +54,15 @@ def test_a_login_on_one_web_process_holds_on_another(settings, publisher, sessio
         assert b.get("/ui", follow_redirects=False).status_code == 303
 
 
-def test_logging_out_ends_the_session_for_every_process(settings, publisher, session_factory) -> None:
+def test_logging_out_ends_the_session_for_every_process(
+    settings, publisher, session_factory
+) -> None:
     key = make_key(session_factory)
     app = create_app(settings, publisher=publisher, migrate=False)
-    with TestClient(app) as a, TestClient(create_app(settings, publisher=publisher, migrate=False)) as b:
+    with (
+        TestClient(app) as a,
+        TestClient(create_app(settings, publisher=publisher, migrate=False)) as b,
+    ):
         sid = _login(a, key)
         csrf = re.search(r'name="csrf" value="([^"]+)"', a.get("/ui").text).group(1)  # type: ignore[union-attr]
         assert a.post("/ui/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303

@@ -16,7 +16,8 @@ from tests.conftest import drain
 ALPHABET = "ACDEFGHIKL"
 LENGTH = 8
 TINY_LLOME = {
-    "kind": "llome", "objective": "sft",
+    "kind": "llome",
+    "objective": "sft",
     "train": {"first_round_epochs": 1},
     "generate": {"num_seeds": 4, "num_steps": 2, "samples_per_step": 1, "temperatures": [1.0]},
 }
@@ -40,18 +41,35 @@ def test_mutations_are_proteingym_notation_and_round_trip() -> None:
     assert apply_mutations("AKCD", "A1D:K2R") == "DRCD"
 
 
-def test_lineage_of_every_candidate_of_a_real_round(client, runtime, publisher, session_factory) -> None:
+def test_lineage_of_every_candidate_of_a_real_round(
+    client, runtime, publisher, session_factory
+) -> None:
     reference = "ACDEFGHI"
     seeds = library(reference)
-    body = {"name": "lineage", "oracle": {"kind": "wetlab", "alphabet": ALPHABET, "length": LENGTH,
-                                          "reference": reference},
-            "optimizer": TINY_LLOME, "batch_size": 8, "rounds": 2, "seed": 1,
-            "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}}
+    body = {
+        "name": "lineage",
+        "oracle": {
+            "kind": "wetlab",
+            "alphabet": ALPHABET,
+            "length": LENGTH,
+            "reference": reference,
+        },
+        "optimizer": TINY_LLOME,
+        "batch_size": 8,
+        "rounds": 2,
+        "seed": 1,
+        "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2},
+    }
     cid = client.post("/campaigns", json=body).json()["id"]
     rng = random.Random(0)
     data = "sequence,score\n" + "".join(f"{s},{rng.random():.3f}\n" for s in seeds)
-    assert client.post(f"/campaigns/{cid}/measurements",
-                       files={"file": ("seed.csv", data.encode(), "text/csv")}).status_code == 201
+    assert (
+        client.post(
+            f"/campaigns/{cid}/measurements",
+            files={"file": ("seed.csv", data.encode(), "text/csv")},
+        ).status_code
+        == 201
+    )
     drain(runtime, publisher)
     camp = client.get(f"/campaigns/{cid}").json()
     assert camp["status"] == "awaiting_labels", camp
@@ -80,6 +98,11 @@ def test_lineage_of_every_candidate_of_a_real_round(client, runtime, publisher, 
         assert d["temperature"] is None or d["temperature"] in temperatures
         assert d["log_likelihood"] is not None
     # the template names each candidate's mutations against the reference
-    rows = list(csv.DictReader(io.StringIO(client.get(f"/campaigns/{cid}/batches/{bid}/template.csv").text)))
+    rows = list(
+        csv.DictReader(io.StringIO(client.get(f"/campaigns/{cid}/batches/{bid}/template.csv").text))
+    )
     first = client.get(f"/campaigns/{cid}/candidates/{cands[0]['candidate_id']}").json()
-    assert rows[0]["sequence"] == first["sequence"] and rows[0]["mutant"] == first["reference_mutations"]
+    assert (
+        rows[0]["sequence"] == first["sequence"]
+        and rows[0]["mutant"] == first["reference_mutations"]
+    )

@@ -62,23 +62,41 @@ def notifications(client, cid: int) -> list[dict[str, Any]]:  # type: ignore[no-
 
 
 def create(client, receiver: Receiver, **overrides: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    body = {"name": "hooked", "oracle": {"kind": "wetlab", "alphabet": "ACDEFG", "length": 6},
-            "optimizer": {"kind": "ga", "mutation_prob": 0.3}, "batch_size": 20, "rounds": 2,
-            "notify_url": receiver.url, **overrides}
+    body = {
+        "name": "hooked",
+        "oracle": {"kind": "wetlab", "alphabet": "ACDEFG", "length": 6},
+        "optimizer": {"kind": "ga", "mutation_prob": 0.3},
+        "batch_size": 20,
+        "rounds": 2,
+        "notify_url": receiver.url,
+        **overrides,
+    }
     r = client.post("/campaigns", json=body)
     assert r.status_code == 201, r.text
     return r.json()
 
 
 def test_a_notify_url_outside_the_allowed_hosts_is_a_422(client, receiver) -> None:
-    r = client.post("/campaigns", json={"name": "x", "oracle": {"kind": "wetlab", "alphabet": "AC",
-                                        "length": 4}, "notify_url": "http://10.0.0.7/hook"})
+    r = client.post(
+        "/campaigns",
+        json={
+            "name": "x",
+            "oracle": {"kind": "wetlab", "alphabet": "AC", "length": 4},
+            "notify_url": "http://10.0.0.7/hook",
+        },
+    )
     assert r.status_code == 422
     problem = r.json()
     assert "not one the operator allows" in problem["detail"] and "127.0.0.1" in problem["detail"]
     assert problem["errors"][0]["field"] == "notify_url"
-    bad_scheme = client.post("/campaigns", json={"name": "x", "oracle": {
-        "kind": "wetlab", "alphabet": "AC", "length": 4}, "notify_url": "file:///etc/passwd"})
+    bad_scheme = client.post(
+        "/campaigns",
+        json={
+            "name": "x",
+            "oracle": {"kind": "wetlab", "alphabet": "AC", "length": 4},
+            "notify_url": "file:///etc/passwd",
+        },
+    )
     assert bad_scheme.status_code == 422 and "http or https" in bad_scheme.text
 
 
@@ -89,7 +107,9 @@ def test_allowed_hosts_come_from_the_operator() -> None:
     assert Settings(redis_url=None).notify_hosts == {"127.0.0.1"}  # the embedded default
     assert Settings(redis_url="redis://r:6379").notify_hosts == frozenset()  # off by default
     ops = Settings(redis_url="redis://r:6379", notify_allowed_hosts="hooks.lab.org, .example.org")
-    assert host_allowed("https://hooks.lab.org/x", ops) and host_allowed("https://a.example.org/", ops)
+    assert host_allowed("https://hooks.lab.org/x", ops) and host_allowed(
+        "https://a.example.org/", ops
+    )
     assert not host_allowed("https://example.org.evil.net/", ops)
     assert not host_allowed("http://127.0.0.1/", ops)
 
@@ -110,11 +130,16 @@ def test_batch_ready_is_posted_signed_and_listed(client, runtime, publisher, rec
     assert set(payload) == {"event", "campaign_id", "batch_id", "at", "url"}
     [note] = notifications(client, cid)
     assert (note["event"], note["status"], note["attempts"], note["last_status_code"]) == (
-        "batch_ready", "delivered", 1, 200)
+        "batch_ready",
+        "delivered",
+        1,
+        200,
+    )
 
 
 def test_failed_attempts_are_retried_with_backoff_at_most_eight_times(
-        client, runtime, publisher, receiver) -> None:
+    client, runtime, publisher, receiver
+) -> None:
     from worker import notify
 
     cid = create(client, receiver)["id"]
@@ -162,11 +187,17 @@ def test_events_are_filtered_and_each_happens_once(client, runtime, publisher, r
     assert [n["event"] for n in notifications(client, cid)] == ["failed"]
 
 
-def test_labels_overdue_when_a_released_batch_passes_its_ttl(client, app, runtime, publisher, receiver) -> None:
+def test_labels_overdue_when_a_released_batch_passes_its_ttl(
+    client, app, runtime, publisher, receiver
+) -> None:
     from api.db import utcnow
 
-    cid = create(client, receiver, notify_events=["labels_overdue"],
-                 oracle={"kind": "wetlab", "alphabet": "ACDEFG", "length": 6, "label_ttl": "1h"})["id"]
+    cid = create(
+        client,
+        receiver,
+        notify_events=["labels_overdue"],
+        oracle={"kind": "wetlab", "alphabet": "ACDEFG", "length": 6, "label_ttl": "1h"},
+    )["id"]
     assert upload(client, cid, csv_bytes("sequence,score", seed_rows())).status_code == 201
     drain(runtime, publisher)
     bid = client.get(f"/campaigns/{cid}/batches").json()["items"][0]["id"]
@@ -186,15 +217,28 @@ def test_the_embedded_worker_delivers_and_retries(receiver, tmp_path: Path) -> N
     from llome_client import Client
     from tests.live_server import LiveServer
 
-    live = LiveServer(Settings(database_url=f"sqlite:///{tmp_path}/llome.db", redis_url=None,
-                               data_dir=tmp_path / "data", notify_retry_base_s=0.2)).start()
+    live = LiveServer(
+        Settings(
+            database_url=f"sqlite:///{tmp_path}/llome.db",
+            redis_url=None,
+            data_dir=tmp_path / "data",
+            notify_retry_base_s=0.2,
+        )
+    ).start()
     try:
         receiver.answers = [500]
         with Client(live.url, live.api_key) as c:
-            campaign = c.create_campaign({
-                "name": "live hooks", "oracle": {"kind": "wetlab", "alphabet": "ACDEFG", "length": 6},
-                "optimizer": {"kind": "ga", "mutation_prob": 0.3}, "batch_size": 20, "rounds": 1,
-                "notify_url": receiver.url, "notify_events": ["batch_ready"]})
+            campaign = c.create_campaign(
+                {
+                    "name": "live hooks",
+                    "oracle": {"kind": "wetlab", "alphabet": "ACDEFG", "length": 6},
+                    "optimizer": {"kind": "ga", "mutation_prob": 0.3},
+                    "batch_size": 20,
+                    "rounds": 1,
+                    "notify_url": receiver.url,
+                    "notify_events": ["batch_ready"],
+                }
+            )
             import pandas as pd
 
             campaign.upload_measurements(pd.DataFrame(seed_rows(), columns=["sequence", "score"]))
@@ -212,7 +256,8 @@ def test_the_embedded_worker_delivers_and_retries(receiver, tmp_path: Path) -> N
 
 
 def test_the_recovery_sweep_resends_a_delivery_whose_message_was_lost(
-        client, runtime, publisher, receiver, session_factory) -> None:
+    client, runtime, publisher, receiver, session_factory
+) -> None:
     from datetime import timedelta
 
     from sqlalchemy import update
@@ -230,8 +275,11 @@ def test_the_recovery_sweep_resends_a_delivery_whose_message_was_lost(
     runner.recover(runtime)
     assert "llome.deliver_notification" not in publisher.names()  # not overdue yet
     with session_scope(session_factory) as s:
-        s.execute(update(Notification).where(Notification.id == note["id"])
-                  .values(next_attempt_at=utcnow() - timedelta(minutes=10)))
+        s.execute(
+            update(Notification)
+            .where(Notification.id == note["id"])
+            .values(next_attempt_at=utcnow() - timedelta(minutes=10))
+        )
     runner.recover(runtime)
     assert ("llome.deliver_notification", (note["id"],)) in publisher.sent
     drain(runtime, publisher)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 MAX_EXAMPLES = 5
 
@@ -19,8 +19,11 @@ def _schema() -> dict:  # type: ignore[type-arg]
     from api.config import Settings
     from api.main import create_app
 
-    app = create_app(Settings(database_url="sqlite:///:memory:", redis_url=None),
-                     publisher=lambda *a: None, migrate=False)
+    app = create_app(
+        Settings(database_url="sqlite:///:memory:", redis_url=None),
+        publisher=lambda *a: None,
+        migrate=False,
+    )
     return app.openapi()
 
 
@@ -28,8 +31,12 @@ schema = schemathesis.openapi.from_dict(_schema())
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
 def test_the_api_answers_generated_requests_as_documented(case, app, api_key) -> None:  # type: ignore[no-untyped-def]
     excluded = []
     if (case.method, case.operation.path) == ("POST", "/campaigns"):
@@ -43,7 +50,11 @@ def test_the_api_answers_generated_requests_as_documented(case, app, api_key) ->
     case.operation.schema.app = app  # this test's app (its own database and key) serves it
     headers = {"Authorization": f"Bearer {api_key}"}
     sent = {name.lower() for name in (case.headers or {})}
-    if case.meta is not None and case.meta.generation.mode.is_negative and "authorization" not in sent:
+    if (
+        case.meta is not None
+        and case.meta.generation.mode.is_negative
+        and "authorization" not in sent
+    ):
         headers = {}  # the negative case is "no key": send none, and a 401 is the right answer
     case.call_and_validate(app=app, headers=headers, excluded_checks=excluded)
 
@@ -52,16 +63,24 @@ def test_the_api_answers_generated_requests_as_documented(case, app, api_key) ->
 
 
 def test_an_id_past_the_database_integers_is_a_404_not_a_500(client) -> None:
-    for path in ("/campaigns/2147483648", "/campaigns/-9999999999/batches", "/campaigns/1/batches/99999999999"):
+    for path in (
+        "/campaigns/2147483648",
+        "/campaigns/-9999999999/batches",
+        "/campaigns/1/batches/99999999999",
+    ):
         r = client.get(path)
-        assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json"), path
+        assert r.status_code == 404 and r.headers["content-type"].startswith(
+            "application/problem+json"
+        ), path
 
 
 def test_true_or_false_is_not_a_number_and_a_number_is_not_true_or_false(client) -> None:
     base = {"name": "x", "oracle": {"kind": "ehrlich"}}
-    for body, field in [({"model": {"num_heads": False}}, "num_heads"),
-                        ({"optimizer": {"kind": "llome", "generate": {"temperatures": [True]}}}, "temperatures"),
-                        ({"optimizer": {"kind": "llome", "generate": {"greedy": 0}}}, "greedy")]:
+    for body, field in [
+        ({"model": {"num_heads": False}}, "num_heads"),
+        ({"optimizer": {"kind": "llome", "generate": {"temperatures": [True]}}}, "temperatures"),
+        ({"optimizer": {"kind": "llome", "generate": {"greedy": 0}}}, "greedy"),
+    ]:
         r = client.post("/campaigns", json={**base, **body})
         assert r.status_code == 422 and field in r.text, r.text
 

@@ -10,8 +10,18 @@ from typing import Any
 from tests.conftest import drain
 from tests.service.test_uploads import csv_bytes, upload, upload_results, wetlab
 
-SEED = [("ACDEFG", 0.30), ("CCDEFG", 0.50), ("ACDEGG", 0.20), ("GCDEFA", 0.40), ("ACAEFG", 0.10),
-        ("ACDDFG", 0.35), ("FCDEFG", 0.25), ("ACDEFF", 0.45), ("AGDEFG", 0.15), ("ACDEAG", 0.05)]
+SEED = [
+    ("ACDEFG", 0.30),
+    ("CCDEFG", 0.50),
+    ("ACDEGG", 0.20),
+    ("GCDEFA", 0.40),
+    ("ACAEFG", 0.10),
+    ("ACDDFG", 0.35),
+    ("FCDEFG", 0.25),
+    ("ACDEFF", 0.45),
+    ("AGDEFG", 0.15),
+    ("ACDEAG", 0.05),
+]
 
 
 def start(client, runtime, publisher, stop: dict[str, Any], rounds: int = 5) -> int:  # type: ignore[no-untyped-def]
@@ -37,7 +47,9 @@ def stopped_event(client, cid: int) -> dict[str, Any]:  # type: ignore[no-untype
     return next(e for e in events if e["kind"] == "stopped")
 
 
-def test_target_score_completes_the_campaign_once_the_best_reaches_it(client, runtime, publisher) -> None:
+def test_target_score_completes_the_campaign_once_the_best_reaches_it(
+    client, runtime, publisher
+) -> None:
     cid = start(client, runtime, publisher, {"target_score": 0.9})
     read = label_round(client, runtime, publisher, cid, lambda i: 0.2)
     assert read["status"] == "awaiting_labels" and read["stop_reason"] is None  # 0.5 < 0.9
@@ -51,11 +63,14 @@ def test_target_score_completes_the_campaign_once_the_best_reaches_it(client, ru
 
 def test_patience_stops_after_rounds_without_a_better_best(client, runtime, publisher) -> None:
     cid = start(client, runtime, publisher, {"patience_rounds": 2})
-    assert label_round(client, runtime, publisher, cid, lambda i: 0.4)["status"] == "awaiting_labels"
+    assert (
+        label_round(client, runtime, publisher, cid, lambda i: 0.4)["status"] == "awaiting_labels"
+    )
     read = label_round(client, runtime, publisher, cid, lambda i: 0.5)  # equal is no improvement
     assert read["status"] == "completed"
-    assert read["stop_reason"] == ("patience_rounds 2 reached: the best 0.5 (round 0) did not "
-                                   "improve for 2 rounds")
+    assert read["stop_reason"] == (
+        "patience_rounds 2 reached: the best 0.5 (round 0) did not improve for 2 rounds"
+    )
     assert stopped_event(client, cid)["detail"]["stop_reason"] == read["stop_reason"]
 
 
@@ -64,8 +79,10 @@ def test_max_oracle_calls_stops_before_a_batch_would_pass_it(client, runtime, pu
     read = label_round(client, runtime, publisher, cid, lambda i: 0.1)
     calls = client.get(f"/campaigns/{cid}/metrics").json()["rounds"][-1]["oracle_calls"]
     assert calls + 20 > 35 and read["status"] == "completed"
-    assert read["stop_reason"] == (f"max_oracle_calls 35 reached: {calls} oracle calls by round 1, "
-                                   "and the next batch of 20 would exceed it")
+    assert read["stop_reason"] == (
+        f"max_oracle_calls 35 reached: {calls} oracle calls by round 1, "
+        "and the next batch of 20 would exceed it"
+    )
 
 
 def test_a_campaign_without_rules_runs_all_its_rounds(client, runtime, publisher) -> None:
@@ -76,7 +93,9 @@ def test_a_campaign_without_rules_runs_all_its_rounds(client, runtime, publisher
     assert read["progress"]["message"] == "all 2 rounds done"
 
 
-def test_metrics_and_rounds_export_account_oracle_calls_and_step_seconds(client, runtime, publisher) -> None:
+def test_metrics_and_rounds_export_account_oracle_calls_and_step_seconds(
+    client, runtime, publisher
+) -> None:
     cid = start(client, runtime, publisher, {}, rounds=2)
     label_round(client, runtime, publisher, cid, lambda i: 0.3)
     rounds = client.get(f"/campaigns/{cid}/metrics").json()["rounds"]

@@ -48,9 +48,11 @@ def test_a_twin_mirrors_the_campaign_and_forecasts_its_budget(client, runtime, p
 
 
 def test_a_llome_campaign_gets_a_llome_twin_with_its_objective_and_model(client) -> None:
-    cid = wetlab(client, optimizer={"kind": "llome", "objective": "sft1-marge9",
-                                    "train": {"epochs": 2}},
-                 model={"hidden_size": 64, "num_layers": 2, "num_heads": 2})
+    cid = wetlab(
+        client,
+        optimizer={"kind": "llome", "objective": "sft1-marge9", "train": {"epochs": 2}},
+        model={"hidden_size": 64, "num_layers": 2, "num_heads": 2},
+    )
     r = client.post(f"/campaigns/{cid}/twin")
     assert r.status_code == 201, r.text
     twin = r.json()
@@ -61,10 +63,23 @@ def test_a_llome_campaign_gets_a_llome_twin_with_its_objective_and_model(client)
 
 
 def test_an_ehrlich_campaign_has_no_twin(client) -> None:
-    r = client.post("/campaigns", json={"name": "synthetic", "oracle": {
-        "kind": "ehrlich", "num_states": 4, "dim": 8, "num_motifs": 1, "motif_length": 4,
-        "seeding": {"num_particles": 20, "num_steps": 1}},
-        "optimizer": {"kind": "ga"}, "batch_size": 20, "rounds": 1})
+    r = client.post(
+        "/campaigns",
+        json={
+            "name": "synthetic",
+            "oracle": {
+                "kind": "ehrlich",
+                "num_states": 4,
+                "dim": 8,
+                "num_motifs": 1,
+                "motif_length": 4,
+                "seeding": {"num_particles": 20, "num_steps": 1},
+            },
+            "optimizer": {"kind": "ga"},
+            "batch_size": 20,
+            "rounds": 1,
+        },
+    )
     assert r.status_code == 201, r.text
     twin = client.post(f"/campaigns/{r.json()['id']}/twin")
     assert twin.status_code == 409 and "already synthetic" in twin.json()["detail"]
@@ -83,4 +98,7 @@ def test_the_campaign_page_links_its_twin(app, client, runtime, publisher, api_k
         browser.post("/ui/login", data={"api_key": api_key, "csrf": csrf})
         page = browser.get(f"/ui/campaigns/{cid}").text
         assert f'href="/ui/campaigns/{twin}">synthetic twin #{twin}</a>' in page
-        assert f'href="/ui/campaigns/{cid}">campaign #{cid}</a>' in browser.get(f"/ui/campaigns/{twin}").text
+        assert (
+            f'href="/ui/campaigns/{cid}">campaign #{cid}</a>'
+            in browser.get(f"/ui/campaigns/{twin}").text
+        )

@@ -35,7 +35,9 @@ def upload(client, cid: int, data: bytes, name: str = "data.csv"):  # type: igno
 
 
 def upload_results(client, cid: int, bid: int, data: bytes):  # type: ignore[no-untyped-def]
-    return client.post(f"/campaigns/{cid}/batches/{bid}/results", files={"file": ("r.csv", data, "text/csv")})
+    return client.post(
+        f"/campaigns/{cid}/batches/{bid}/results", files={"file": ("r.csv", data, "text/csv")}
+    )
 
 
 def counts(session_factory, cid: int) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
@@ -47,9 +49,14 @@ def counts(session_factory, cid: int) -> tuple[int, int, int]:  # type: ignore[n
 
 
 def wetlab(client, optimizer: dict[str, Any] | None = None, **overrides: Any) -> int:  # type: ignore[no-untyped-def]
-    body = {"name": "lab", "oracle": {"kind": "wetlab", "alphabet": ALPHABET, "length": LENGTH},
-            "optimizer": optimizer or {"kind": "ga", "mutation_prob": 0.3}, "batch_size": 20,
-            "rounds": 3, **overrides}
+    body = {
+        "name": "lab",
+        "oracle": {"kind": "wetlab", "alphabet": ALPHABET, "length": LENGTH},
+        "optimizer": optimizer or {"kind": "ga", "mutation_prob": 0.3},
+        "batch_size": 20,
+        "rounds": 3,
+        **overrides,
+    }
     r = client.post("/campaigns", json=body)
     assert r.status_code == 201, r.text
     return r.json()["id"]
@@ -68,7 +75,10 @@ def batch(client, publisher, runtime, seeded) -> dict[str, Any]:  # type: ignore
     drain(runtime, publisher)
     assert client.get(f"/campaigns/{seeded}").json()["status"] == "awaiting_labels"
     items = client.get(f"/campaigns/{seeded}/batches").json()["items"]
-    return {"campaign_id": seeded, **client.get(f"/campaigns/{seeded}/batches/{items[0]['id']}").json()}
+    return {
+        "campaign_id": seeded,
+        **client.get(f"/campaigns/{seeded}/batches/{items[0]['id']}").json(),
+    }
 
 
 # --- seed data --------------------------------------------------------------------------------
@@ -108,13 +118,22 @@ def test_every_stored_value_is_exactly_the_uploaded_one(client, session_factory)
     r = upload(client, cid, csv_bytes("sequence,score,feasible", rows))
     assert r.status_code == 201, r.text
     with session_factory() as s:
-        stored = {seq: (m.value, m.feasible, m.row, m.created_at) for m, seq in s.execute(
-            select(Measurement, Sequence.text).join(Sequence, Sequence.id == Measurement.sequence_id)
-            .where(Measurement.campaign_id == cid)).tuples()}
+        stored = {
+            seq: (m.value, m.feasible, m.row, m.created_at)
+            for m, seq in s.execute(
+                select(Measurement, Sequence.text)
+                .join(Sequence, Sequence.id == Measurement.sequence_id)
+                .where(Measurement.campaign_id == cid)
+            ).tuples()
+        }
     assert {seq: v[:3] for seq, v in stored.items()} == {
         **{seq: (float(v), True, i + 2) for i, (seq, v) in enumerate(zip(seqs, scores))},
-        seqs[-1]: (None, False, len(scores) + 2)}
-    assert len({v[3] for v in stored.values()}) == 1 and next(iter(stored.values()))[3].tzinfo is not None
+        seqs[-1]: (None, False, len(scores) + 2),
+    }
+    assert (
+        len({v[3] for v in stored.values()}) == 1
+        and next(iter(stored.values()))[3].tzinfo is not None
+    )
     with session_factory() as s:  # the key that uploaded them is the upload's
         assert s.scalar(select(Upload.api_key_id).where(Upload.campaign_id == cid)) is not None
 
@@ -126,7 +145,10 @@ def test_copy_text_escapes_what_would_end_a_cell() -> None:
 
     assert copy_cell("a\tb\\c\nd\re") == "a\\tb\\\\c\\nd\\re"
     assert [copy_cell(v) for v in (None, True, False, 7, 0.1)] == ["\\N", "t", "f", "7", "0.1"]
-    assert copy_cell(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "2026-01-02T03:04:05.000006+00:00"
+    assert (
+        copy_cell(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+        == "2026-01-02T03:04:05.000006+00:00"
+    )
 
 
 def test_overlapping_files_store_each_measurement_once(client, session_factory) -> None:
@@ -155,35 +177,64 @@ BAD_MEASUREMENTS = [
     pytest.param(b"\xff\xfe\x00junk", None, None, "not UTF-16", id="not-utf16"),
     pytest.param(b"sequence,score\n\xc4CDEFG,1\n", None, None, "not UTF-8", id="not-utf8"),
     pytest.param(b"sequence\nACDEFG\n", 1, None, "missing column score", id="missing-score-column"),
-    pytest.param(b"sequence,score,color\nACDEFG,1,red\n", 1, "color", "unknown column", id="unknown-column"),
-    pytest.param(b"sequence,score\nACDEFG,1,extra\n", 2, None, "3 cells, expected 2", id="ragged-row"),
+    pytest.param(
+        b"sequence,score,color\nACDEFG,1,red\n", 1, "color", "unknown column", id="unknown-column"
+    ),
+    pytest.param(
+        b"sequence,score\nACDEFG,1,extra\n", 2, None, "3 cells, expected 2", id="ragged-row"
+    ),
     pytest.param(b'sequence,score\n"ACDEFG,1\n', 2, None, "", id="unterminated-quote"),
-    pytest.param(b"sequence,score\nACDEFG,abc\n", 2, "score", "'abc' is not a number", id="score-not-a-number"),
-    pytest.param(b"sequence,score\nACDEFG,nan\n", 2, "score", "not a finite number", id="score-nan"),
-    pytest.param(b"sequence,score\nACDEFG,inf\n", 2, "score", "not a finite number", id="score-inf"),
+    pytest.param(
+        b"sequence,score\nACDEFG,abc\n",
+        2,
+        "score",
+        "'abc' is not a number",
+        id="score-not-a-number",
+    ),
+    pytest.param(
+        b"sequence,score\nACDEFG,nan\n", 2, "score", "not a finite number", id="score-nan"
+    ),
+    pytest.param(
+        b"sequence,score\nACDEFG,inf\n", 2, "score", "not a finite number", id="score-inf"
+    ),
     pytest.param(b"sequence,score\nACDEFG,\n", 2, "score", "score is empty", id="score-missing"),
-    pytest.param(b"sequence,score\nACDXYZ,1\n", 2, "sequence", "not in the alphabet", id="wrong-alphabet"),
-    pytest.param(b"sequence,score\nACDEF,1\n", 2, "sequence", "length 5, expected 6", id="wrong-length"),
-    pytest.param(b"sequence,score,feasible\nACDEFG,1,maybe\n", 2, "feasible", "not true or false", id="bad-feasible"),
+    pytest.param(
+        b"sequence,score\nACDXYZ,1\n", 2, "sequence", "not in the alphabet", id="wrong-alphabet"
+    ),
+    pytest.param(
+        b"sequence,score\nACDEF,1\n", 2, "sequence", "length 5, expected 6", id="wrong-length"
+    ),
+    pytest.param(
+        b"sequence,score,feasible\nACDEFG,1,maybe\n",
+        2,
+        "feasible",
+        "not true or false",
+        id="bad-feasible",
+    ),
     pytest.param(b"sequence,score\n", 2, None, "no data rows", id="header-only"),
 ]
 
 
 @pytest.mark.parametrize(("data", "row", "column", "reason"), BAD_MEASUREMENTS)
 def test_a_bad_measurements_file_is_a_4xx_naming_row_and_reason_and_stores_nothing(
-        client, session_factory, data: bytes, row: int | None, column: str | None, reason: str) -> None:
+    client, session_factory, data: bytes, row: int | None, column: str | None, reason: str
+) -> None:
     cid = wetlab(client)
     r = upload(client, cid, data)
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     errors = r.json()["errors"]
-    assert any(e["row"] == row and e["column"] == column and reason in e["reason"] for e in errors), errors
+    assert any(
+        e["row"] == row and e["column"] == column and reason in e["reason"] for e in errors
+    ), errors
     assert "Nothing was stored" in r.json()["detail"]
     assert counts(session_factory, cid) == (0, 0, 0)
     assert client.get(f"/campaigns/{cid}").json()["status"] == "created"
 
 
-def test_one_bad_row_among_good_ones_stores_nothing_and_lists_every_error(client, session_factory) -> None:
+def test_one_bad_row_among_good_ones_stores_nothing_and_lists_every_error(
+    client, session_factory
+) -> None:
     cid = wetlab(client)
     rows = [(s, v) for s, v in seed_rows(10)]
     rows[3] = (rows[3][0], "high")
@@ -223,7 +274,10 @@ def test_the_batch_lists_candidates_as_json_and_csv(client, batch) -> None:
     assert as_csv.headers["content-type"].startswith("text/csv")
     lines = as_csv.text.strip().split("\n")
     assert lines[0] == "candidate_id,sequence,score,feasible"
-    assert lines[1].split(",")[:2] == [str(batch["candidates"][0]["candidate_id"]), batch["candidates"][0]["sequence"]]
+    assert lines[1].split(",")[:2] == [
+        str(batch["candidates"][0]["candidate_id"]),
+        batch["candidates"][0]["sequence"],
+    ]
     by_accept = client.get(f"/campaigns/{cid}/batches/{bid}", headers={"Accept": "text/csv"})
     assert by_accept.text == as_csv.text
     # the seed sequences are never proposed again
@@ -231,7 +285,9 @@ def test_the_batch_lists_candidates_as_json_and_csv(client, batch) -> None:
     assert not seeds & {c["sequence"] for c in batch["candidates"]}
 
 
-def test_results_complete_the_batch_and_start_the_next_round(client, publisher, runtime, batch, session_factory) -> None:
+def test_results_complete_the_batch_and_start_the_next_round(
+    client, publisher, runtime, batch, session_factory
+) -> None:
     cid, bid = batch["campaign_id"], batch["id"]
     publisher.sent.clear()
     cands = batch["candidates"]
@@ -270,52 +326,96 @@ def test_uploading_the_same_results_twice_adds_nothing(client, batch, session_fa
 def test_results_for_candidates_already_measured_count_as_duplicates(client, batch) -> None:
     cid, bid = batch["campaign_id"], batch["id"]
     c0, c1 = batch["candidates"][:2]
-    assert upload_results(client, cid, bid, csv_bytes("candidate_id,score", [(c0["candidate_id"], 0.3)])).status_code == 201
-    r = upload_results(client, cid, bid, csv_bytes("candidate_id,score",
-                                                   [(c0["candidate_id"], 0.3), (c1["candidate_id"], 0.4)]))
-    assert r.status_code == 201 and (r.json()["report"]["new_measurements"], r.json()["report"]["duplicates"]) == (1, 1)
+    assert (
+        upload_results(
+            client, cid, bid, csv_bytes("candidate_id,score", [(c0["candidate_id"], 0.3)])
+        ).status_code
+        == 201
+    )
+    r = upload_results(
+        client,
+        cid,
+        bid,
+        csv_bytes("candidate_id,score", [(c0["candidate_id"], 0.3), (c1["candidate_id"], 0.4)]),
+    )
+    assert r.status_code == 201 and (
+        r.json()["report"]["new_measurements"],
+        r.json()["report"]["duplicates"],
+    ) == (1, 1)
 
 
 def _bad_results(batch: dict[str, Any]) -> list[Any]:
     c = batch["candidates"]
     a, b = c[0]["candidate_id"], c[1]["candidate_id"]
     return [
-        (csv_bytes("candidate_id,score", [(a, 0.1), (999_999, 0.2)]), 3, "candidate_id", "unknown candidate_id 999999"),
-        (csv_bytes("candidate_id,score", [(a, 0.1), (b, 0.2), (a, 0.1)]), 4, "candidate_id", "repeats row 2"),
+        (
+            csv_bytes("candidate_id,score", [(a, 0.1), (999_999, 0.2)]),
+            3,
+            "candidate_id",
+            "unknown candidate_id 999999",
+        ),
+        (
+            csv_bytes("candidate_id,score", [(a, 0.1), (b, 0.2), (a, 0.1)]),
+            4,
+            "candidate_id",
+            "repeats row 2",
+        ),
         (csv_bytes("candidate_id,score", [(a, "n/a")]), 2, "score", "is not a number"),
         (csv_bytes("candidate_id,score", [("x12", 0.1)]), 2, "candidate_id", "not an integer"),
         (csv_bytes("sequence,score", [("GGGGGX", 0.1)]), 2, "sequence", "not a candidate of batch"),
-        (csv_bytes("candidate_id,sequence,score", [(a, c[1]["sequence"], 0.1)]), 2, "sequence", f"not candidate {a}"),
+        (
+            csv_bytes("candidate_id,sequence,score", [(a, c[1]["sequence"], 0.1)]),
+            2,
+            "sequence",
+            f"not candidate {a}",
+        ),
         (csv_bytes("score", [(0.1,)]), 1, None, "missing column candidate_id or sequence"),
         (csv_bytes("candidate_id,score,plate", [(a, 0.1, "P1")]), 1, "plate", "unknown column"),
     ]
 
 
-def test_bad_results_files_are_4xx_naming_row_and_reason_and_store_nothing(client, batch, session_factory) -> None:
+def test_bad_results_files_are_4xx_naming_row_and_reason_and_store_nothing(
+    client, batch, session_factory
+) -> None:
     cid, bid = batch["campaign_id"], batch["id"]
     before = counts(session_factory, cid)
     for data, row, column, reason in _bad_results(batch):
         r = upload_results(client, cid, bid, data)
         assert 400 <= r.status_code < 500, r.text
         errors = r.json()["errors"]
-        assert any(e["row"] == row and e["column"] == column and reason in e["reason"] for e in errors), (reason, errors)
+        assert any(
+            e["row"] == row and e["column"] == column and reason in e["reason"] for e in errors
+        ), (reason, errors)
         assert counts(session_factory, cid) == before
     assert client.get(f"/campaigns/{cid}/batches/{bid}").json()["remaining"] == batch["size"]
 
 
-def test_results_for_a_batch_not_awaiting_labels_are_a_409_and_store_nothing(client, batch, session_factory) -> None:
+def test_results_for_a_batch_not_awaiting_labels_are_a_409_and_store_nothing(
+    client, batch, session_factory
+) -> None:
     cid, bid = batch["campaign_id"], batch["id"]
     cands = batch["candidates"]
-    assert upload_results(client, cid, bid, csv_bytes("candidate_id,score",
-                                                      [(c["candidate_id"], 0.2) for c in cands])).status_code == 201
+    assert (
+        upload_results(
+            client,
+            cid,
+            bid,
+            csv_bytes("candidate_id,score", [(c["candidate_id"], 0.2) for c in cands]),
+        ).status_code
+        == 201
+    )
     before = counts(session_factory, cid)
-    r = upload_results(client, cid, bid, csv_bytes("candidate_id,score", [(cands[0]["candidate_id"], 0.9)]))
+    r = upload_results(
+        client, cid, bid, csv_bytes("candidate_id,score", [(cands[0]["candidate_id"], 0.9)])
+    )
     assert r.status_code == 409
     assert "not awaiting labels" in r.json()["detail"]
     assert counts(session_factory, cid) == before
 
 
-def test_a_pending_candidate_cannot_be_uploaded_as_plain_measurements(client, batch, session_factory) -> None:
+def test_a_pending_candidate_cannot_be_uploaded_as_plain_measurements(
+    client, batch, session_factory
+) -> None:
     cid, bid = batch["campaign_id"], batch["id"]
     before = counts(session_factory, cid)
     seq = batch["candidates"][0]["sequence"]
@@ -354,8 +454,15 @@ def test_export_streams_every_sequence_with_escaped_cells(client, batch) -> None
 
 
 def test_export_escapes_cells_a_spreadsheet_would_run(client) -> None:
-    cid = client.post("/campaigns", json={"name": "x", "oracle": {"kind": "wetlab", "alphabet": "=+-@AC", "length": 3},
-                                          "optimizer": {"kind": "ga"}, "batch_size": 20}).json()["id"]
+    cid = client.post(
+        "/campaigns",
+        json={
+            "name": "x",
+            "oracle": {"kind": "wetlab", "alphabet": "=+-@AC", "length": 3},
+            "optimizer": {"kind": "ga"},
+            "batch_size": 20,
+        },
+    ).json()["id"]
     assert upload(client, cid, b"sequence,score\n=AC,0.5\n-AC,-0.25\n").status_code == 201
     lines = client.get(f"/campaigns/{cid}/export").text.strip().split("\n")[1:]
     cells = [line.split(",") for line in lines]

@@ -33,8 +33,14 @@ from tests.integration.conftest import (
 from tests.integration.test_e2e import LAB_ALPHABET, LAB_LENGTH, Lab
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ROUND_TIMEOUT_MS = 150_000  # one tiny LLOME round on a busy 2-core machine
 
 try:
@@ -62,13 +68,21 @@ class Server:
 
     def new_key(self, lab: str) -> str:
         """``llome keys create --lab LAB`` on the server's database; the key is the last line."""
-        out = subprocess.run([LLOME, "keys", "create", "--lab", lab], cwd=self.cwd, env=self.procs.env,
-                             capture_output=True, text=True, timeout=60, check=True)
+        out = subprocess.run(
+            [LLOME, "keys", "create", "--lab", lab],
+            cwd=self.cwd,
+            env=self.procs.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return out.stdout.strip().splitlines()[-1]
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base, timeout=30,
-                            headers={"Authorization": f"Bearer {self.key}"})
+        return httpx.Client(
+            base_url=self.base, timeout=30, headers={"Authorization": f"Bearer {self.key}"}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +118,12 @@ def page(browser: Any, server: Server) -> Iterator[Page]:
     pg.set_default_timeout(20_000)
     # Nothing may come from anywhere but our server (no CDN, no fonts, no analytics).
     outside: list[str] = []
-    pg.on("request", lambda r: None if r.url.startswith((server.base, "data:", "blob:")) else outside.append(r.url))
+    pg.on(
+        "request",
+        lambda r: (
+            None if r.url.startswith((server.base, "data:", "blob:")) else outside.append(r.url)
+        ),
+    )
     pg.outside_requests = outside  # type: ignore[attr-defined]
     try:
         yield pg
@@ -116,7 +135,9 @@ def shoot(page: Page, name: str) -> None:
     target = os.environ.get("LLOME_UI_SCREENSHOTS")
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
-        page.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function(
+            "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+        )
         page.screenshot(path=str(Path(target) / name), full_page=True)
 
 
@@ -130,7 +151,9 @@ def log_in(page: Page, server: Server, path: str = "/ui") -> None:
 
 
 def upload(page: Page, name: str, data: bytes) -> None:
-    page.get_by_label("CSV file").set_input_files({"name": name, "mimeType": "text/csv", "buffer": data})
+    page.get_by_label("CSV file").set_input_files(
+        {"name": name, "mimeType": "text/csv", "buffer": data}
+    )
     expect(page.locator("#u-peek")).to_contain_text(name)  # the script's look at the file
     page.get_by_role("button", name="Preview upload").click()
     expect(page.locator("#preview")).to_contain_text("nothing is stored yet")
@@ -142,8 +165,14 @@ def server_log_on_failure(server: Server, page: Page) -> Iterator[None]:
     try:
         yield
     except AssertionError as exc:
-        status = page.locator("#status").inner_text() if page.locator("#status").count() else page.content()[:2000]
-        raise AssertionError(f"{exc}\n--- page status ---\n{status}\n{server.procs.logs()[-6000:]}") from None
+        status = (
+            page.locator("#status").inner_text()
+            if page.locator("#status").count()
+            else page.content()[:2000]
+        )
+        raise AssertionError(
+            f"{exc}\n--- page status ---\n{status}\n{server.procs.logs()[-6000:]}"
+        ) from None
 
 
 def fill_template(text: str, lab: Lab) -> bytes:
@@ -172,8 +201,13 @@ def test_pages_need_a_login_and_the_cookie_is_httponly_and_samesite_strict(serve
         assert ok.status_code == 303 and ok.headers["location"] == "/ui"
         page = c.get("/ui")
         assert page.status_code == 200
-        out = c.post("/ui/logout", data={"csrf": re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)})
-        assert out.status_code == 303 and c.get("/ui").status_code == 303  # logged out: back to login
+        out = c.post(
+            "/ui/logout",
+            data={"csrf": re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)},
+        )
+        assert (
+            out.status_code == 303 and c.get("/ui").status_code == 303
+        )  # logged out: back to login
 
 
 def session_client(server: Server, key: str) -> httpx.Client:
@@ -185,7 +219,10 @@ def session_client(server: Server, key: str) -> httpx.Client:
 
 def test_another_labs_campaign_does_not_exist_on_the_dashboard(server: Server) -> None:
     with server.api() as api:
-        r = api.post("/campaigns", json={"name": "ours", "oracle": {"kind": "wetlab", "alphabet": "ACGT", "length": 8}})
+        r = api.post(
+            "/campaigns",
+            json={"name": "ours", "oracle": {"kind": "wetlab", "alphabet": "ACGT", "length": 8}},
+        )
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
     with closing(session_client(server, server.new_key("other lab"))) as other:
@@ -212,7 +249,8 @@ def test_a_form_post_without_the_sessions_csrf_token_changes_nothing(server: Ser
 
 
 def test_the_create_form_shows_the_apis_own_validation_messages_next_to_the_fields(
-        page: Page, server: Server) -> None:
+    page: Page, server: Server
+) -> None:
     log_in(page, server)
     page.get_by_label("Name", exact=True).fill("bad one")
     page.get_by_label("Alphabet", exact=True).fill("AAB")
@@ -220,7 +258,10 @@ def test_the_create_form_shows_the_apis_own_validation_messages_next_to_the_fiel
     page.get_by_role("button", name="Create campaign").click()
     expect(page.locator("#form-errors")).to_be_visible()
     with server.api() as api:
-        r = api.post("/campaigns", json={"name": "bad one", "oracle": {"kind": "wetlab", "alphabet": "AAB", "length": 0}})
+        r = api.post(
+            "/campaigns",
+            json={"name": "bad one", "oracle": {"kind": "wetlab", "alphabet": "AAB", "length": 0}},
+        )
     assert r.status_code == 422
     for err in r.json()["errors"]:
         input_id = {"oracle.alphabet": "alphabet", "oracle.length": "length"}[err["field"]]
@@ -240,7 +281,8 @@ def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server
     page.get_by_label("Rounds", exact=True).fill("1")
     page.get_by_label("Random seed", exact=True).fill("1")
     page.get_by_label("Advanced settings (JSON, merged into the request)").fill(
-        json.dumps({"optimizer": TINY_LLOME, "model": TINY_EHRLICH_CAMPAIGN["model"]}))
+        json.dumps({"optimizer": TINY_LLOME, "model": TINY_EHRLICH_CAMPAIGN["model"]})
+    )
     page.get_by_role("button", name="Create campaign").click()
     expect(page).to_have_url(re.compile(r"/ui/campaigns/\d+"))
     cid = int(re.search(r"/ui/campaigns/(\d+)", page.url).group(1))
@@ -308,8 +350,10 @@ def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server
     # The plot now has round 1 in it: a new image URL that loads.
     new_plot = page.locator("#plot-score").get_attribute("src")
     assert new_plot != score_plot
-    page.wait_for_function("() => { const i = document.querySelector('#plot-score'); "
-                           "return i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#plot-score'); "
+        "return i.complete && i.naturalWidth > 0; }"
+    )
     expect(page.locator("#rounds tbody tr")).to_have_count(2)
     with server.api() as api:
         metrics = api.get(f"/campaigns/{cid}/metrics").json()["rounds"]
@@ -337,7 +381,10 @@ def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server
 
 def test_pause_resume_and_cancel_buttons_move_the_campaign(page: Page, server: Server) -> None:
     with server.api() as api:
-        r = api.post("/campaigns", json={"name": "buttons", "oracle": {"kind": "wetlab", "alphabet": "ACGT", "length": 8}})
+        r = api.post(
+            "/campaigns",
+            json={"name": "buttons", "oracle": {"kind": "wetlab", "alphabet": "ACGT", "length": 8}},
+        )
         cid = r.json()["id"]
     log_in(page, server, f"/ui/campaigns/{cid}")
     status = page.locator("#status")
