@@ -456,10 +456,14 @@ def plot_all(results: Path, out: Path, instance: str = PAPER_PRESET) -> list[Pat
         for r in rows:
             if r.get(key) is not None and r["method"] != "ga" and int(r["round"]) > 0:
                 series[str(r["method"])][int(r["round"])].append(100 * float(r[key]))
-        for method, points in sorted(series.items()):
-            xs = sorted(points)
+        for method, per_round in sorted(series.items()):
+            rounds = sorted(per_round)
             ax.plot(
-                xs, [sum(points[x]) / len(points[x]) for x in xs], marker="o", ms=3, label=method
+                rounds,
+                [sum(per_round[x]) / len(per_round[x]) for x in rounds],
+                marker="o",
+                ms=3,
+                label=method,
             )
         ax.set_xlabel("outer round")
         ax.set_ylabel(label)
@@ -486,8 +490,14 @@ def plot_all(results: Path, out: Path, instance: str = PAPER_PRESET) -> list[Pat
                 cell[1] += float(r["count"]) * float(r["feasible"])
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
         for method, bins in sorted(table.items()):
-            xs = sorted(bins)
-            ax.plot(xs, [100 * bins[x][1] / bins[x][0] for x in xs], marker="o", ms=3, label=method)
+            starts = sorted(bins)
+            ax.plot(
+                starts,
+                [100 * bins[x][1] / bins[x][0] for x in starts],
+                marker="o",
+                ms=3,
+                label=method,
+            )
         ax.axvline(0.3, color="grey", ls="--", lw=0.8)
         ax.set_xlabel("normalized Hamming distance from the parent (bin start)")
         ax.set_ylabel("feasible % of proposals")
@@ -502,11 +512,11 @@ def plot_all(results: Path, out: Path, instance: str = PAPER_PRESET) -> list[Pat
 
     calib = results.with_name("calibration.csv")
     if calib.exists():
-        points: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+        calibration: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
         with calib.open() as fh:
             for r in csv.DictReader(fh):
                 if r["instance"] == instance and r["mean_log_likelihood"]:
-                    points[r["method"]].append(
+                    calibration[r["method"]].append(
                         (
                             math.exp(float(r["mean_log_likelihood"])),
                             1 - float(r["mean_value"]),
@@ -514,7 +524,7 @@ def plot_all(results: Path, out: Path, instance: str = PAPER_PRESET) -> list[Pat
                         )
                     )
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-        for method, pts in sorted(points.items()):
+        for method, pts in sorted(calibration.items()):
             pts.sort()
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=8, alpha=0.6, label=method)
         ax.set_xlabel("likelihood (exp of mean token log-likelihood)")
@@ -597,8 +607,9 @@ def summary(results: Path, instance: str = PAPER_PRESET) -> str:
         seeds = runs[method]
         finished = [s for s, rs in seeds.items() if max(r["oracle_calls"] for r in rs) >= 30_000]
         cells = [method, f"{len(seeds)} ({len(finished)})"]
-        for c in SUMMARY_CALLS:
-            cells.append(_spread([v for rs in seeds.values() if (v := _at(rs, c)) is not None]))
+        for budget in SUMMARY_CALLS:
+            at = [v for rs in seeds.values() if (v := _at(rs, budget)) is not None]
+            cells.append(_spread(at))
         zero = [
             min(r["oracle_calls"] for r in rs if r["min_regret"] <= 0)
             for rs in seeds.values()
