@@ -158,19 +158,7 @@ def _append_table(rows: list[dict[str, Any]], path: Path, columns: tuple[str, ..
     if not rows:
         return
     with _locked(path.with_suffix(path.suffix + ".lock")):
-        new = not path.exists() or path.stat().st_size == 0
-        with path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _cell(row.get(k)) for k in columns})
-
-
-def _cell(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    return f"{value:.6g}" if isinstance(value, float) else value
+        append_rows(rows, path, columns)
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

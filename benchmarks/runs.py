@@ -85,9 +85,9 @@ def _records(rows: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def _cells(row: Mapping[str, Any]) -> dict[str, Any]:
+def _cells(row: Mapping[str, Any], columns: tuple[str, ...] = CSV_COLUMNS) -> dict[str, Any]:
     out = {}
-    for key in CSV_COLUMNS:
+    for key in columns:
         value = row.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             out[key] = ""
@@ -110,24 +110,27 @@ def write_csv(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
     return path
 
 
-def append_rows(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Append rows to a results file, writing the header only if the file is new; a file with
-    another header is refused (its columns would no longer line up)."""
+def append_rows(
+    rows: Iterable[Mapping[str, Any]], path: str | Path, columns: tuple[str, ...] = CSV_COLUMNS
+) -> Path:
+    """Append rows to a results file (or a side table with its own ``columns``), writing the
+    header only if the file is new; a file with another header is refused (its columns would no
+    longer line up)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
     if not new:
         with path.open(newline="") as fh:
             header = next(csv.reader(fh), [])
-        if tuple(header) != CSV_COLUMNS:
+        if tuple(header) != columns:
             raise ValueError(
-                f"{path} has columns {header}, not {list(CSV_COLUMNS)}: write to a new file"
+                f"{path} has columns {header}, not {list(columns)}: write to a new file"
             )
     with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
         if new:
             writer.writeheader()
-        writer.writerows(_cells(row) for row in rows)
+        writer.writerows(_cells(row, columns) for row in rows)
     return path
 
 
