@@ -99,6 +99,8 @@ class Method:
     max_examples: int | None = None
     first_round_min_steps: int | None = None  # None: the model's default
     default_seeds: tuple[int, ...] = (0,)
+    # Beyond the issue's list: runs after every listed method has all its seeds.
+    extra: bool = False
 
 
 METHODS: dict[str, Method] = {
@@ -107,7 +109,7 @@ METHODS: dict[str, Method] = {
         Method("ga", default_seeds=(0, 1, 2)),
         Method("sft", "sft", default_seeds=(0, 1, 2)),
         Method("marge", "marge", default_seeds=(0, 1, 2)),
-        Method("sft5-marge5", "sft5-marge5"),
+        Method("sft5-marge5", "sft5-marge5", extra=True),
         Method("dpo", "dpo", max_examples=DPO_MAX_EXAMPLES),
         Method("reinforce", "reinforce"),
         Method(
@@ -119,18 +121,23 @@ METHODS: dict[str, Method] = {
         ),
     )
 }
-# Seed 0 of every method first (the claims need one of each), then the other seeds.
+# Seed 0 of every method first (the claims need one of each), then the other seeds, then extras.
 DEFAULT_ORDER = ("ga", "marge", "sft", "marge-free-lr1e-3", "reinforce", "dpo", "sft5-marge5")
 
 
 def planned_runs(methods: list[str], seeds: list[int] | None) -> list[tuple[str, int]]:
-    """(method, seed) pairs in the order they run: every method's first seed, then the rest."""
-    per_method = {
-        m: list(seeds) if seeds is not None else list(METHODS[m].default_seeds) for m in methods
-    }
+    """(method, seed) pairs in the order they run: every method's first seed, then the rest;
+    the extra methods after all of those."""
     out: list[tuple[str, int]] = []
-    for depth in range(max((len(s) for s in per_method.values()), default=0)):
-        out += [(m, s[depth]) for m, s in per_method.items() if depth < len(s)]
+    for wave in (
+        [m for m in methods if not METHODS[m].extra],
+        [m for m in methods if METHODS[m].extra],
+    ):
+        per_method = {
+            m: list(seeds) if seeds is not None else list(METHODS[m].default_seeds) for m in wave
+        }
+        for depth in range(max((len(s) for s in per_method.values()), default=0)):
+            out += [(m, s[depth]) for m, s in per_method.items() if depth < len(s)]
     return out
 
 
