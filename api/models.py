@@ -201,10 +201,7 @@ class Campaign(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Null only for campaigns made before labs existed (the first lab created adopts them).
-    lab_id: Mapped[int | None] = mapped_column(
-        ForeignKey("lab.id", ondelete="RESTRICT"), index=True
-    )
+    lab_id: Mapped[int] = mapped_column(ForeignKey("lab.id", ondelete="RESTRICT"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(32), default=CampaignStatus.CREATED)
     oracle_kind: Mapped[str] = mapped_column(String(16))

@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from api.db import utcnow
@@ -29,20 +29,18 @@ def hash_key(key: str) -> str:
 
 
 def get_or_create_lab(session: Session, name: str) -> Lab:
-    """The lab called ``name``, created if new. The first lab ever created adopts the campaigns
-    made before labs existed (``lab_id`` null), so an upgrade loses no campaign."""
+    """The lab called ``name``, created if new. A new lab starts with no campaigns: every
+    campaign already belongs to a lab (those made before labs existed were given to
+    ``EMBEDDED_LAB`` by the migration that made ``campaign.lab_id`` required)."""
     name = name.strip()
     if not name:
         raise ValueError("a lab needs a non-empty name")
     lab = session.scalar(select(Lab).where(Lab.name == name))
     if lab is not None:
         return lab
-    first = session.scalar(select(Lab.id).limit(1)) is None
     lab = Lab(name=name)
     session.add(lab)
     session.flush()
-    if first:
-        session.execute(update(Campaign).where(Campaign.lab_id.is_(None)).values(lab_id=lab.id))
     return lab
 
 

@@ -84,7 +84,7 @@ def _latest_checkpoint(session: Session, campaign_id: int, round_: int | None) -
     return session.scalar(q.order_by(Round.number.desc()).limit(1))
 
 
-def resolve_for_campaign(session: Session, model: ModelParams, lab_id: int | None) -> ModelParams:
+def resolve_for_campaign(session: Session, model: ModelParams, lab_id: int) -> ModelParams:
     """Check that lab ``lab_id`` may use ``model``; a ``from_campaign`` gets its round fixed, so
     the campaign always starts from the same checkpoint. UnknownModel otherwise, with one
     message per kind of request, whatever exists."""

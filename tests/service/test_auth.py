@@ -185,7 +185,7 @@ def test_llome_keys_create_prints_a_working_key_once(monkeypatch, tmp_path: Path
         get_settings.cache_clear()
 
 
-def test_the_first_lab_adopts_campaigns_made_before_labs_existed(tmp_path: Path) -> None:
+def test_a_new_lab_adopts_no_campaign(tmp_path: Path) -> None:
     from api.config import Settings
     from api.db import make_engine, make_sessionmaker, upgrade
 
@@ -194,10 +194,12 @@ def test_the_first_lab_adopts_campaigns_made_before_labs_existed(tmp_path: Path)
     engine = make_engine(settings)
     factory = make_sessionmaker(engine)
     try:
-        with session_scope(factory) as s:  # a campaign row as an older version left it
+        with session_scope(factory) as s:
+            first = labs.get_or_create_lab(s, "first")
             s.add(
                 Campaign(
-                    name="old",
+                    lab_id=first.id,
+                    name="first's",
                     status="created",
                     oracle_kind="wetlab",
                     optimizer_kind="ga",
@@ -210,7 +212,6 @@ def test_the_first_lab_adopts_campaigns_made_before_labs_existed(tmp_path: Path)
                 )
             )
         with session_scope(factory) as s:
-            first = labs.get_or_create_lab(s, "first")
             second = labs.get_or_create_lab(s, "second")
         with factory() as s:
             assert [c.lab_id for c in s.scalars(select(Campaign))] == [first.id]
