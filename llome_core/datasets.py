@@ -103,16 +103,9 @@ class Examples:
 
 
 def unique_rows(labelled: Labelled) -> Labelled:
-    """``labelled`` without repeated sequences; the first occurrence of each is kept, in order."""
-    seqs = labelled.sequences
-    if len(labelled) == 0:
-        return labelled
-    _, inverse = torch.unique(seqs, dim=0, return_inverse=True)
-    n = seqs.shape[0]
-    first = torch.full((int(inverse.max()) + 1,), n, dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(n), reduce="amin")
-    keep = first.sort().values
-    return Labelled(seqs[keep], labelled.values[keep], labelled.feasible[keep])
+    """``labelled`` without repeated sequences: each in its first place with its latest label
+    (:meth:`~llome_core.optimizer.Labelled.unique`, the optimizers' rule)."""
+    return labelled.unique()
 
 
 def max_mismatches(threshold: float, length: int) -> int:

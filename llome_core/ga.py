@@ -157,22 +157,28 @@ def _evaluate(objective: Objective, x: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 class _Archive:
-    """Every distinct sequence seen, in first-seen order, with its value and feasibility."""
+    """Every distinct sequence seen, in first-seen order, with its latest value and feasibility
+    (the protocol's rule; a deterministic oracle gives a repeat the same label anyway)."""
 
     def __init__(self) -> None:
         self.index: dict[bytes, int] = {}
         self.rows: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.feasible: list[torch.Tensor] = []
+        self.relabelled: dict[int, tuple[float, bool]] = {}  # slot -> label of a later repeat
 
     def add(self, x: torch.Tensor, values: torch.Tensor, feasible: torch.Tensor) -> None:
         arr = x.to(torch.int64).numpy()
+        labels = list(zip(values.tolist(), feasible.tolist()))
         keep = []
         for i, row in enumerate(arr):  # a dict lookup per row: 1,000 rows cost well under 1 ms
             key = row.tobytes()
-            if key not in self.index:
+            slot = self.index.get(key)
+            if slot is None:
                 self.index[key] = len(self.index)
                 keep.append(i)
+            else:
+                self.relabelled[slot] = labels[i]
         if keep:
             sel = torch.tensor(keep)
             self.rows.append(x[sel].to(torch.long))
@@ -181,12 +187,11 @@ class _Archive:
 
     def labelled(self, dim: int) -> Labelled:
         if not self.rows:
-            return Labelled(
-                torch.zeros(0, dim, dtype=torch.long),
-                torch.zeros(0),
-                torch.zeros(0, dtype=torch.bool),
-            )
-        return Labelled(torch.cat(self.rows), torch.cat(self.values), torch.cat(self.feasible))
+            return Labelled.empty(dim)
+        values, feasible = torch.cat(self.values), torch.cat(self.feasible)
+        for slot, (value, ok) in self.relabelled.items():
+            values[slot], feasible[slot] = value, ok
+        return Labelled(torch.cat(self.rows), values, feasible)
 
 
 @dataclass
@@ -425,7 +430,9 @@ class GeneticOptimizer:
         return proposal
 
     def tell(self, batch: Labelled) -> None:
-        """Record labels; the first label of a sequence wins (a repeated upload changes nothing)."""
+        """Record labels; a sequence told again takes the newer label in its first-seen place
+        (latest wins, the protocol's rule; a repeated upload sends the same label again), and a
+        dropped one that gets a label is no longer counted as failed."""
         if batch.sequences.shape[0] and batch.sequences.shape[1] != self.dim:
             raise ValueError(
                 f"labelled sequences have length {batch.sequences.shape[1]}, expected {self.dim}"
@@ -434,8 +441,9 @@ class GeneticOptimizer:
         for row, value, ok in zip(arr, batch.values.tolist(), batch.feasible.tolist()):
             key = row.astype("int64").tobytes()
             if key not in self._labels:
-                self._labels[key] = (float(value), bool(ok))
                 self._order.append(key)
+            self._labels[key] = (float(value), bool(ok))
+            self._dropped.discard(key)
 
     def drop(self, sequences: torch.Tensor, reason: str = "dropped") -> None:
         """These sequences get no label (withdrawn, expired, never sent): the GA counts them as
@@ -506,13 +514,9 @@ class GeneticOptimizer:
 
     # -- helpers
     def labelled(self) -> Labelled:
-        """Every label observed so far (dropped sequences as failed), in arrival order."""
+        """The current label of every sequence (dropped ones as failed), in first-seen order."""
         if not self._order:
-            return Labelled(
-                torch.zeros(0, self.dim, dtype=torch.long),
-                torch.zeros(0),
-                torch.zeros(0, dtype=torch.bool),
-            )
+            return Labelled.empty(self.dim)
         seqs = _rows(self._order, self.dim)
         values = torch.tensor([self._labels[k][0] for k in self._order], dtype=torch.float64)
         feasible = torch.tensor([self._labels[k][1] for k in self._order])

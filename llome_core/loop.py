@@ -43,6 +43,8 @@ class _State:
     phase: str = "observe"  # what comes next: observe (seed data) -> train -> generate -> observe
     labelled: dict[str, Any] | None = None
     train_from: int = 0  # rows of `labelled` observed since the last training round start here
+    # rows before `train_from` whose label a later tell replaced: fresh data for the next round too
+    relabelled: list[int] = field(default_factory=list)
     pending: list[list[int]] = field(default_factory=list)
     excluded: list[list[int]] = field(default_factory=list)
     checkpoint: str | None = None
@@ -146,6 +148,7 @@ class LlomeLoop:
             feasible=feasible,
         )
         loop._s = _State(**{k: d[k] for k in _State.__dataclass_fields__ if k in d})
+        loop._merge_repeated_rows()
         return loop
 
     # ---- ask / tell ----------------------------------------------------------------------
@@ -185,14 +188,18 @@ class LlomeLoop:
         return self.generate(reporter, n=n, exclude=exclude, min_hamming=min_hamming)
 
     def tell(self, batch: Labelled) -> None:
-        """Add oracle labels: the seed data first, then each proposed batch (in any pieces)."""
+        """Add oracle labels: the seed data first, then each proposed batch (in any pieces). A
+        sequence told again takes the newer label in place (the protocol's rule) and counts as
+        fresh data for the next training round."""
         if batch.sequences.shape[1] != self.dim:
             raise ValueError(
                 f"sequences have length {batch.sequences.shape[1]}, expected {self.dim}"
             )
-        prev = self.labelled
-        self._labelled_cache = batch if prev is None else Labelled.concat([prev, batch])
+        prev = self.labelled if self.labelled is not None else Labelled.empty(self.dim)
+        self._labelled_cache, rows = prev.merge_positions(batch)
         self._s.labelled = self._labelled_cache.to_dict()
+        older = {r for r in rows.tolist() if r < self._s.train_from}
+        self._s.relabelled = sorted(older.union(self._s.relabelled))
         seen = {tuple(r) for r in batch.sequences.tolist()}
         self._s.pending = [p for p in self._s.pending if tuple(p) not in seen]
         if self._s.phase == "observe" and not self.done:
@@ -253,6 +260,7 @@ class LlomeLoop:
         s.checkpoint, s.checkpoint_sha256 = str(path), sha
         s.seeds = result.seeds.tolist()
         s.train_from = len(self.labelled) if self.labelled is not None else 0
+        s.relabelled = []
         s.phase = "generate"
         info = {
             "step": "train",
@@ -358,13 +366,16 @@ class LlomeLoop:
             raise LoopStateError(f"cannot {phase} now: the loop waits for {self._s.phase}")
 
     def _training_pool(self, t: int) -> Labelled:
-        """Round 1: all seed data. Later: the last batch, plus ``replay_fraction`` of older labels."""
+        """Round 1: all seed data. Later: the labels told since the last training (new sequences
+        and new labels of older ones), plus ``replay_fraction`` of the other older labels."""
         data = self.labelled
         assert data is not None  # phase "train" is only reached after an observe
         n = len(data)
-        start = 0 if t == 0 else self._s.train_from
-        fresh = torch.arange(start, n)
-        older = torch.arange(0, start)
+        is_fresh = torch.zeros(n, dtype=torch.bool)
+        is_fresh[0 if t == 0 else self._s.train_from :] = True
+        is_fresh[torch.tensor(self._s.relabelled, dtype=torch.long)] = True
+        fresh = torch.nonzero(is_fresh).reshape(-1)
+        older = torch.nonzero(~is_fresh).reshape(-1)
         frac = self.config.train.replay_fraction or 0.0  # resolved by LoopConfig
         if t > 0 and frac > 0 and len(older):
             g = generator(self.config.seed, "replay", t)
@@ -402,6 +413,25 @@ class LlomeLoop:
         if calibration:
             out["calibration"] = _calibration_bins(calibration)
         return out
+
+    def _merge_repeated_rows(self) -> None:
+        """States written before labels were merged may hold a sequence twice: keep its latest
+        label in its first place, as :meth:`tell` does now, and keep ``train_from`` pointing at
+        the same fresh data."""
+        s = self._s
+        if s.labelled is None:
+            return
+        raw = Labelled.from_dict(s.labelled, self.dim)
+        merged, where = Labelled.empty(self.dim).merge_positions(raw)
+        if len(merged) == len(raw):
+            return
+        slots = where.tolist()
+        # Slots are numbered in first-seen order: the distinct sequences of the first rows.
+        train_from = max(slots[: s.train_from], default=-1) + 1
+        again = {slot for slot in slots[s.train_from :] if slot < train_from}
+        s.relabelled = sorted(again.union(slots[r] for r in s.relabelled))
+        s.labelled, s.train_from = merged.to_dict(), train_from
+        self._labelled_cache = merged
 
     def _load_model(self) -> tuple[Any, Any]:
         path = self._s.checkpoint

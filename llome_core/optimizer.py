@@ -53,12 +53,58 @@ class Labelled:
         return int(self.sequences.shape[0])
 
     @staticmethod
+    def empty(dim: int) -> Labelled:
+        """No labels, for sequences of length ``dim``."""
+        return Labelled(
+            torch.zeros(0, dim, dtype=torch.long),
+            torch.zeros(0, dtype=torch.float64),
+            torch.zeros(0, dtype=torch.bool),
+        )
+
+    @staticmethod
     def concat(parts: list[Labelled]) -> Labelled:
+        """The rows of ``parts`` one after another, repeated sequences included (see :meth:`merge`)."""
         return Labelled(
             torch.cat([p.sequences for p in parts]),
             torch.cat([p.values for p in parts]),
             torch.cat([p.feasible for p in parts]),
         )
+
+    def merge(self, newer: Labelled) -> Labelled:
+        """These labels updated by ``newer``, latest wins: a sequence labelled again keeps its
+        first-seen place and takes the newer value and feasibility (a driver sends a sequence's
+        current label: the mean of its replicates, or a correction); new sequences follow in
+        arrival order. The result holds each sequence once."""
+        return self.merge_positions(newer)[0]
+
+    def merge_positions(self, newer: Labelled) -> tuple[Labelled, torch.Tensor]:
+        """:meth:`merge`, and for each row of ``newer`` the row of the result that holds it."""
+        if self.sequences.shape[1] != newer.sequences.shape[1]:
+            raise ValueError(
+                f"cannot merge sequences of length {newer.sequences.shape[1]} into labels of "
+                f"length {self.sequences.shape[1]}"
+            )
+        both = Labelled.concat([self, newer])
+        n = len(both)
+        if n == 0:
+            return both, torch.zeros(0, dtype=torch.long)
+        _, group = torch.unique(both.sequences, dim=0, return_inverse=True)
+        size = int(group.max()) + 1
+        rows = torch.arange(n)
+        # Each distinct sequence sits where it first appears and carries its last label.
+        first = torch.full((size,), n).scatter_reduce(0, group, rows, reduce="amin")
+        last = torch.full((size,), -1).scatter_reduce(0, group, rows, reduce="amax")
+        order = torch.argsort(first)
+        slot = torch.empty_like(order)
+        slot[order] = torch.arange(size)
+        merged = Labelled(
+            both.sequences[first[order]], both.values[last[order]], both.feasible[last[order]]
+        )
+        return merged, slot[group[len(self) :]]
+
+    def unique(self) -> Labelled:
+        """Each sequence once, in first-seen order, with its last label (:meth:`merge`)."""
+        return Labelled.empty(self.sequences.shape[1]).merge(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,7 +197,13 @@ def compose(
 
 
 class Optimizer(Protocol):
-    """The campaign-level ask/tell interface shared by LLOME and the genetic algorithm."""
+    """The campaign-level ask/tell interface shared by LLOME and the genetic algorithm.
+
+    Labels: a label told for a sequence that already has one REPLACES it (latest wins,
+    :meth:`Labelled.merge`). The driver sends each sequence's current label (the mean of its
+    replicates so far, or the label after a correction), so a later replicate or a correction is
+    what the optimizer trains and selects on from then; its label set never holds a sequence twice.
+    """
 
     def ask(
         self,
@@ -167,7 +219,8 @@ class Optimizer(Protocol):
         ...
 
     def tell(self, labels: Labelled) -> None:
-        """Oracle labels, of the seed data or of proposed candidates, in any pieces."""
+        """Oracle labels, of the seed data or of proposed candidates, in any pieces; a sequence
+        told again takes the newer label (latest wins, see the class docstring)."""
         ...
 
     def drop(self, sequences: torch.Tensor, reason: str) -> None:

@@ -100,14 +100,14 @@ def test_equal_scores_never_pair_so_infeasible_sequences_are_only_inputs():
     assert not ex.input_feasible.any()
 
 
-def test_duplicate_sequences_are_dropped_keeping_the_first_label():
+def test_duplicate_sequences_are_dropped_keeping_the_first_place_and_the_latest_label():
     seqs = torch.tensor([[0] * L, [1] + [0] * (L - 1), [0] * L])
     data = Labelled(
         seqs, torch.tensor([0.2, 0.6, 0.9], dtype=torch.float64), torch.ones(3, dtype=torch.bool)
     )
     uniq = unique_rows(data)
     assert uniq.sequences.tolist() == seqs[:2].tolist()
-    assert uniq.values.tolist() == [0.2, 0.6]
+    assert uniq.values.tolist() == [0.9, 0.6]
     ex = make_pairs(data, TrainConfig(), gen())
     assert ex.num_sequences == 2 and len(ex) == 1
 

@@ -11,7 +11,7 @@ import math
 import pytest
 from sqlalchemy import select
 
-from api.models import Sequence
+from api.models import Campaign, Sequence
 from tests.service.test_uploads import wetlab
 from worker import rows as worker_rows
 
@@ -89,7 +89,9 @@ def test_a_correction_supersedes_one_replicate(client) -> None:
     assert [i["current"] for i in h["items"]] == [False, True, True, True]
 
 
-def test_a_ga_campaign_runs_on_seed_data_with_replicates(client, runtime, publisher) -> None:
+def test_a_ga_campaign_runs_on_seed_data_with_replicates(
+    client, runtime, publisher, session_factory
+) -> None:
     from tests.conftest import drain
 
     cid = wetlab(client)
@@ -105,6 +107,30 @@ def test_a_ga_campaign_runs_on_seed_data_with_replicates(client, runtime, publis
     )
     drain(runtime, publisher)
     assert client.get(f"/campaigns/{cid}").json()["status"] == "awaiting_labels"
+
+    # Another replicate of a seed sequence arrives with the first batch's results: the next
+    # step's optimizer holds that sequence once, with the mean of all its replicates.
+    seq = rows[1][0]
+    bid = client.get(f"/campaigns/{cid}/batches").json()["items"][0]["id"]
+    batch = client.get(f"/campaigns/{cid}/batches/{bid}").json()
+    results = "candidate_id,score\n" + "".join(
+        f"{c['candidate_id']},0.3\n" for c in batch["candidates"]
+    )
+    for url, body in (
+        (f"/campaigns/{cid}/measurements", f"sequence,score\n{seq},0.9\n"),
+        (f"/campaigns/{cid}/batches/{bid}/results", results),
+    ):
+        r = client.post(url, files={"file": ("r.csv", body.encode(), "text/csv")})
+        assert r.status_code == 201, r.text
+    drain(runtime, publisher)
+    with session_factory() as s:
+        state = worker_rows.round_state(s, cid, 2)
+        key = worker_rows.CampaignView.of(s.get(Campaign, cid)).keys([seq])[0]
+    assert state is not None
+    told = dict(zip(map(tuple, state["labels"]["sequences"]), state["labels"]["values"]))
+    assert len(told) == len(state["labels"]["sequences"])  # each sequence once
+    replicates = [x for t, v in rows if t == seq for x in (v, v + 0.05)] + [0.9]
+    assert told[key] == pytest.approx(sum(replicates) / len(replicates))
 
 
 def test_the_candidate_page_shows_its_sequences_label_with_n_and_se(
