@@ -27,6 +27,7 @@ from api.db import utcnow
 from api.errors import LlomeError
 from api.models import Campaign, Notification, NotificationStatus
 from api.schemas.campaigns import NOTIFY_EVENTS
+from api.services import paging
 from api.services.jobs import TaskName, enqueue_after_commit
 
 MAX_ATTEMPTS = 8
@@ -204,17 +205,15 @@ def page(
     session: Session, campaign: Campaign, *, cursor: int | None, limit: int
 ) -> tuple[list[NotificationRead], int | None]:
     """Oldest first; the cursor is the last id seen."""
-    q = (
-        select(Notification)
-        .where(Notification.campaign_id == campaign.id)
-        .order_by(Notification.id)
+    rows, next_cursor = paging.keyset(
+        session,
+        select(Notification).where(Notification.campaign_id == campaign.id),
+        Notification.id,
+        cursor=cursor,
+        limit=limit,
+        newest_first=False,
     )
-    if cursor is not None:
-        q = q.where(Notification.id > cursor)
-    rows = list(session.scalars(q.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [to_read(n) for n in rows], (rows[-1].id if more and rows else None)
+    return [to_read(n) for n in rows], next_cursor
 
 
 def headers_for(note: Notification, secret: str, body: bytes) -> dict[str, Any]:

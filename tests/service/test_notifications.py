@@ -285,3 +285,24 @@ def test_the_recovery_sweep_resends_a_delivery_whose_message_was_lost(
     drain(runtime, publisher)
     [note] = notifications(client, cid)
     assert note["status"] == "delivered" and note["attempts"] == 2
+
+
+def test_notifications_page_oldest_first_with_a_cursor(client, runtime, receiver) -> None:
+    from api.db import session_scope
+    from api.services import campaigns as campaign_service
+    from api.services import notifications as service
+
+    cid = create(client, receiver)["id"]
+    with session_scope(runtime.session_factory) as s:
+        campaign = campaign_service.get_or_404(s, cid)
+        notes = [service.emit(s, campaign, "batch_ready", batch_id=b) for b in (1, 2, 3)]
+        ids = [n.id for n in notes if n is not None]
+    assert len(ids) == 3
+    first = client.get(f"/campaigns/{cid}/notifications", params={"limit": 2}).json()
+    assert [n["id"] for n in first["items"]] == ids[:2] and first["next_cursor"] == str(ids[1])
+    second = client.get(
+        f"/campaigns/{cid}/notifications", params={"limit": 2, "cursor": first["next_cursor"]}
+    ).json()
+    assert [n["id"] for n in second["items"]] == ids[2:] and second["next_cursor"] is None
+    bad = client.get(f"/campaigns/{cid}/notifications", params={"cursor": "abc"})
+    assert bad.status_code == 422 and "cursor" in bad.text
