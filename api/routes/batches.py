@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from api.csvio import write_rows
 from api.deps import CampaignDep, IdempotencyDep, LockedCampaignDep, SessionDep, SettingsDep
 from api.routes import Cursor, Limit, json_of, parse_cursor
-from api.routes.uploads import AGAIN, read_upload
+from api.routes.uploads import AGAIN, answer_upload, read_upload
 from api.schemas.batches import BatchPage, BatchRead
 from api.schemas.common import PROBLEM_RESPONSES
 from api.schemas.uploads import UploadRead
@@ -103,7 +103,4 @@ def upload_results(
         settings=settings,
         api_key_id=request.state.api_key_id,
     )
-    response.status_code = status.HTTP_200_OK if already else status.HTTP_201_CREATED
-    return idempotency.finish(
-        response.status_code, ingest.to_read(session, upload, campaign, already=already)
-    )
+    return answer_upload(response, idempotency, session, upload, campaign, already=already)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, Response, UploadFile, status
 
 from api.deps import IdempotencyDep, LockedCampaignDep, SessionDep, SettingsDep
-from api.routes.uploads import AGAIN, read_upload
+from api.routes.uploads import AGAIN, answer_upload, read_upload
 from api.schemas.common import PROBLEM_RESPONSES
 from api.schemas.uploads import UploadRead
 from api.services import ingest
@@ -50,7 +50,4 @@ def upload_measurements(
         settings=settings,
         api_key_id=request.state.api_key_id,
     )
-    response.status_code = status.HTTP_200_OK if already else status.HTTP_201_CREATED
-    return idempotency.finish(
-        response.status_code, ingest.to_read(session, upload, campaign, already=already)
-    )
+    return answer_upload(response, idempotency, session, upload, campaign, already=already)

@@ -7,15 +7,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from sqlalchemy.orm import Session
 
 from api.clock import NowDep
 from api.config import Settings
 from api.deps import CampaignDep, IdempotencyDep, LockedCampaignDep, SessionDep, SettingsDep
+from api.models import Campaign, Upload
 from api.routes import Cursor, Limit, parse_cursor
 from api.schemas.common import PROBLEM_RESPONSES
 from api.schemas.uploads import UploadPage, UploadRead
 from api.services import batches as batch_service
 from api.services import ingest
+from api.services.idempotency import IdempotentRequest
 
 router = APIRouter(prefix="/campaigns", tags=["uploads"], responses=PROBLEM_RESPONSES)
 
@@ -27,6 +30,23 @@ AGAIN: dict[int | str, dict[str, Any]] = {
 def read_upload(file: UploadFile, settings: Settings) -> bytes:
     # One byte over the limit is enough to refuse with 413; never read an unbounded body.
     return file.file.read(settings.max_upload_bytes + 1)
+
+
+def answer_upload(
+    response: Response,
+    idempotency: IdempotentRequest,
+    session: Session,
+    upload: Upload,
+    campaign: Campaign,
+    *,
+    already: bool,
+) -> UploadRead:
+    """The end of every upload route: 201 for a new upload, 200 when the same file came before
+    (``AGAIN``), kept as the answer to a retry with the same Idempotency-Key."""
+    response.status_code = status.HTTP_200_OK if already else status.HTTP_201_CREATED
+    return idempotency.finish(
+        response.status_code, ingest.to_read(session, upload, campaign, already=already)
+    )
 
 
 @router.post(
@@ -67,10 +87,7 @@ def preview_upload(
         settings=settings,
         api_key_id=request.state.api_key_id,
     )
-    response.status_code = status.HTTP_200_OK if already else status.HTTP_201_CREATED
-    return idempotency.finish(
-        response.status_code, ingest.to_read(session, upload, campaign, already=already)
-    )
+    return answer_upload(response, idempotency, session, upload, campaign, already=already)
 
 
 @router.post("/{campaign_id}/uploads/{upload_id}/commit", response_model=UploadRead)
