@@ -498,20 +498,6 @@ class GeneticOptimizer:
         opt._drop_counts = dict(d.get("drop_counts", {}))
         return opt
 
-    # The names of the first version of the protocol.
-    def propose(self, reporter: Reporter | None = None) -> Proposal:
-        return self.ask(reporter=reporter)
-
-    def observe(self, batch: Labelled) -> None:
-        self.tell(batch)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.state()
-
-    @classmethod
-    def from_state_dict(cls, d: dict[str, Any]) -> GeneticOptimizer:
-        return cls.from_state(d)
-
     # -- helpers
     def labelled(self) -> Labelled:
         """The current label of every sequence (dropped ones as failed), in first-seen order."""

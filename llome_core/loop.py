@@ -208,25 +208,6 @@ class LlomeLoop:
             {"step": "observe", "round": self._s.round, **self._batch_metrics(batch)}
         )
 
-    # The names of the first version of the protocol.
-    def observe(self, batch: Labelled) -> None:
-        self.tell(batch)
-
-    def propose(self, reporter: Reporter | None = None) -> Proposal:
-        return self.ask(reporter=reporter)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.state()
-
-    @classmethod
-    def from_state_dict(
-        cls,
-        d: dict[str, Any],
-        workdir: str | Path,
-        feasible: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> LlomeLoop:
-        return cls.from_state(d, workdir, feasible)
-
     def train(self, reporter: Reporter | None = None) -> dict[str, Any]:
         """The outer-loop step: fine-tune the current checkpoint on this round's training pool."""
         self._expect("train")

@@ -172,21 +172,21 @@ def test_genetic_optimizer_proposes_what_run_ga_evaluates():
     )
     reference = run_ga(f, config)
     opt = GeneticOptimizer(config, f.num_states, f.dim, f.initial_solution(1))
-    first = opt.propose()
+    first = opt.ask()
     assert (
         first.sequences.tolist() == f.initial_solution(1).tolist()
     )  # N copies: one sequence to label
-    opt.observe(_label(f, first.sequences))
+    opt.tell(_label(f, first.sequences))
     asked = 0
     while opt.step < config.num_steps:
-        proposal = opt.propose()
+        proposal = opt.ask()
         assert len(proposal.candidates) > 0
         assert not any(
             tuple(c.sequence) in {tuple(r) for r in opt.labelled().sequences.tolist()}
             for c in proposal.candidates
         )
         asked += len(proposal.candidates)
-        opt.observe(_label(f, proposal.sequences))
+        opt.tell(_label(f, proposal.sequences))
     assert torch.equal(opt.particles, reference.particles)
     assert asked == len(opt.labelled()) - 1  # every label asked for exactly once
     assert opt.best()[1] == reference.best_value
@@ -199,20 +199,16 @@ def test_genetic_optimizer_resumes_bit_for_bit_from_json_state():
     straight = GeneticOptimizer(config, f.num_states, f.dim, start)
     interrupted = GeneticOptimizer(config, f.num_states, f.dim, start)
     for round_ in range(6):
-        expected = straight.propose()
-        if round_ in (2, 4):  # stop between propose and observe, and restart from JSON
-            interrupted = GeneticOptimizer.from_state_dict(
-                json.loads(json.dumps(interrupted.state_dict()))
-            )
-        got = interrupted.propose()
+        expected = straight.ask()
+        if round_ in (2, 4):  # stop between ask and tell, and restart from JSON
+            interrupted = GeneticOptimizer.from_state(json.loads(json.dumps(interrupted.state())))
+        got = interrupted.ask()
         assert got.sequences.tolist() == expected.sequences.tolist()
-        straight.observe(_label(f, expected.sequences))
-        interrupted.observe(_label(f, got.sequences))
-        interrupted = GeneticOptimizer.from_state_dict(
-            json.loads(json.dumps(interrupted.state_dict()))
-        )
+        straight.tell(_label(f, expected.sequences))
+        interrupted.tell(_label(f, got.sequences))
+        interrupted = GeneticOptimizer.from_state(json.loads(json.dumps(interrupted.state())))
     assert torch.equal(straight.particles, interrupted.particles)
-    assert straight.state_dict() == interrupted.state_dict()
+    assert straight.state() == interrupted.state()
 
 
 def test_genetic_optimizer_rejects_bad_starts():

@@ -55,10 +55,10 @@ def test_two_outer_rounds_of_every_objective_propose_new_valid_sequences(
         workdir=tmp_path,
         feasible=ehrlich.is_feasible,
     )
-    loop.observe(seed_data)
+    loop.tell(seed_data)
     seen = {tuple(r) for r in seed_data.sequences.tolist()}
     for r in range(2):
-        proposal = loop.propose()
+        proposal = loop.ask()
         x = proposal.sequences
         assert 0 < len(proposal.candidates) <= 12
         assert x.shape[1] == DIM and int(x.min()) >= 0 and int(x.max()) < STATES
@@ -66,7 +66,7 @@ def test_two_outer_rounds_of_every_objective_propose_new_valid_sequences(
         assert len(rows) == len(x), "a batch never repeats a sequence"
         assert not rows & seen, "a batch never re-proposes a labelled sequence"
         seen |= rows
-        loop.observe(label(ehrlich, x))
+        loop.tell(label(ehrlich, x))
     assert loop.done
     trained = [h["objective"] for h in loop.history if h["step"] == "train"]
     assert trained == ["sft", {"sft1-marge1": "marge"}.get(objective, objective)]
@@ -78,7 +78,7 @@ def test_a_run_stopped_after_any_step_resumes_bit_for_bit(ehrlich, seed_data, tm
     def run(stop_after: int | None) -> list[list[int]]:
         workdir = tmp_path / f"run-{stop_after}"
         loop = LlomeLoop(small_config("sft1-marge1"), num_states=STATES, dim=DIM, workdir=workdir)
-        loop.observe(seed_data)
+        loop.tell(seed_data)
         batches, steps = [], 0
         while not loop.done:
             for step in ("train", "generate", "observe"):
@@ -88,12 +88,12 @@ def test_a_run_stopped_after_any_step_resumes_bit_for_bit(ehrlich, seed_data, tm
                     batch = loop.generate().sequences
                     batches.append(batch.tolist())
                 else:
-                    loop.observe(label(ehrlich, batch))
+                    loop.tell(label(ehrlich, batch))
                 steps += 1
                 if steps == stop_after:
                     # A new process: only the JSON state and the files in workdir survive.
-                    state = json.loads(json.dumps(loop.state_dict()))
-                    loop = LlomeLoop.from_state_dict(state, workdir)
+                    state = json.loads(json.dumps(loop.state()))
+                    loop = LlomeLoop.from_state(state, workdir)
         return batches
 
     uninterrupted = run(None)
