@@ -2,7 +2,7 @@
 and against the obvious peers, all measured in the same run.
 
     llome bench round [--preset NAME] [--budget N] [--objective OBJ] [--format json|compact]
-                      [--threads T] [--json FILE]
+                      [--threads T] [--precision fp32|bf16] [--json FILE]
 
 Defaults: the paper's instance (``ehr_v-32_l-032_m-4_c-4_q-4``), N = 2000 oracle calls, ``sft``,
 round 1 of the tiny default model from the GA seed data (10 steps x 1000 particles, seed 50494),
@@ -26,7 +26,9 @@ Peak (``peak_gflops``): the best of timed fp32 ``torch.matmul`` calls at a large
 measured before and after the round, by wall clock and by process CPU time (times the threads;
 on shared cores the wall clock undercounts it, ``peak_gflops_wall`` is the wall figure alone);
 the same at the model's own matmul shapes for each phase is reported beside it
-(``peak_at_shapes``, by CPU time). ``pct_of_peak`` is a phase's wall-clock GFLOP/s over
+(``peak_at_shapes``, by CPU time), and the bf16 peak at the large square by CPU time
+(``peak_gflops_bf16``): with ``--precision bf16`` (decoding with a bfloat16 copy of the model,
+training fp32) ``decode_pct_of_bf16_peak_cpu`` holds the decode against it. ``pct_of_peak`` is a phase's wall-clock GFLOP/s over
 ``peak_gflops``; ``pct_of_peak_cpu`` its GFLOP per CPU-second times the threads over it, the
 figure other processes on the same cores disturb least.
 
@@ -73,12 +75,18 @@ def machine() -> str:
 
 
 def matmul_gflops(
-    m: int, k: int, n: int, seconds: float = 0.25, repeats: int = 3, cpu: bool = False
+    m: int,
+    k: int,
+    n: int,
+    seconds: float = 0.25,
+    repeats: int = 3,
+    cpu: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> float:
-    """Best achieved GFLOP/s of an fp32 (m, k) @ (k, n) ``torch.matmul`` over ``repeats`` runs;
-    ``cpu=True``: per second of this process's CPU time, times the threads (what the cores do
-    while they run it, whatever else shares them)."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
+    """Best achieved GFLOP/s of an (m, k) @ (k, n) ``torch.matmul`` (fp32 unless ``dtype``) over
+    ``repeats`` runs; ``cpu=True``: per second of this process's CPU time, times the threads (what
+    the cores do while they run it, whatever else shares them)."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     torch.matmul(a, b)
     best = 0.0
     for _ in range(repeats):
@@ -152,9 +160,21 @@ def _train_flops(config: Any, lengths: list[int], times: float) -> float:
 
 
 def run_generate_peer(
-    model: Any, tokenizer: Any, fmt: Any, inputs: torch.Tensor, *, batch_size: int, num_states: int
+    model: Any,
+    tokenizer: Any,
+    fmt: Any,
+    inputs: torch.Tensor,
+    *,
+    batch_size: int,
+    num_states: int,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """``model.generate`` sampling at T = 1 on ``inputs``, exactly an answer's tokens per row."""
+    """``model.generate`` sampling at T = 1 on ``inputs``, exactly an answer's tokens per row (on
+    a bfloat16 copy of the model for ``precision="bf16"``, as ours decodes)."""
+    from llome_core.decoding import DTYPES
+
+    if next(model.parameters()).dtype != DTYPES[precision]:
+        model = copy.deepcopy(model).to(DTYPES[precision]).eval()
     dim = inputs.shape[1]
     new_tokens = fmt.answer_length(dim)
     texts = [fmt.prompt(x) for x in inputs.tolist()]
@@ -188,7 +208,14 @@ def run_generate_peer(
 
 
 def run_decode_ours(
-    model: Any, tokenizer: Any, fmt: Any, inputs: torch.Tensor, *, batch_size: int, num_states: int
+    model: Any,
+    tokenizer: Any,
+    fmt: Any,
+    inputs: torch.Tensor,
+    *,
+    batch_size: int,
+    num_states: int,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Our constrained decoder on the same rows at T = 1."""
     from llome_core.decoding import decode
@@ -203,6 +230,7 @@ def run_decode_ours(
             num_states=num_states,
             generator=torch.Generator().manual_seed(0),
             batch_size=batch_size,
+            precision=precision,  # type: ignore[arg-type]
         )
     n = inputs.shape[0]
     return {
@@ -276,13 +304,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--objective", default="sft", choices=["sft", "dpo", "marge", "reinforce"])
     p.add_argument("--format", choices=["json", "compact"], default="json")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="of the decoding (not training)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from llome_core import generation, modeling, selection, training
-    from llome_core.config import GAConfig, LoopConfig, ModelConfig
+    from llome_core.config import GAConfig, GenerateConfig, LoopConfig, ModelConfig
     from llome_core.ehrlich import PAPER_SEED, Ehrlich, preset_config
     from llome_core.ga import run_ga
     from llome_core.optimizer import Labelled
@@ -296,12 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         rounds=1,
         batch_size=args.budget,
         model=ModelConfig(text_format=args.format),
+        generate=GenerateConfig(precision=args.precision),
     )
     fmt = TextFormat(args.format)
     gen_cfg = config.generate
     print(
         f"llome bench round: {args.preset}, N = {args.budget}, {args.objective}, {args.format}, "
-        f"{torch.get_num_threads()} threads on {machine()}; refinement {gen_cfg.num_seeds} seeds "
+        f"{args.precision} decoding, {torch.get_num_threads()} threads on {machine()}; refinement {gen_cfg.num_seeds} seeds "
         f"x {gen_cfg.num_steps} steps x (1 + {len(gen_cfg.temperatures)} x "
         f"{gen_cfg.samples_per_step}), chunks of {gen_cfg.batch_size}",
         flush=True,
@@ -372,12 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     # Peers on the same model and rows: the first rows refinement step 1 decodes.
     per_seed = 1 + len(temperatures) * int(gen_cfg.samples_per_step or 1)
     rows = result.seeds.repeat_interleave(per_seed, dim=0)[:PEER_ROWS]
-    ours = run_decode_ours(
-        result.model, tokenizer, fmt, rows, batch_size=gen_cfg.batch_size, num_states=v
-    )
-    plain = run_generate_peer(
-        result.model, tokenizer, fmt, rows, batch_size=gen_cfg.batch_size, num_states=v
-    )
+    peer_args = {"batch_size": gen_cfg.batch_size, "num_states": v, "precision": args.precision}
+    ours = run_decode_ours(result.model, tokenizer, fmt, rows, **peer_args)  # type: ignore[arg-type]
+    plain = run_generate_peer(result.model, tokenizer, fmt, rows, **peer_args)  # type: ignore[arg-type]
     sft_peer = None
     if "completion" in (train_records[0] if train_records else {}):
         sft_peer = run_sft_peer(
@@ -391,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     peak_wall = max(peak_before, matmul_gflops(SQUARE, SQUARE, SQUARE, repeats=8))
     # On cores other work shares, wall-clock bursts undercount the peak; CPU time does not.
     peak = max(peak_wall, peak_cpu_before, matmul_gflops(SQUARE, SQUARE, SQUARE, 0.25, 4, True))
+    peak_bf16 = matmul_gflops(SQUARE, SQUARE, SQUARE, 0.25, 4, True, torch.bfloat16)
     decode_rows = gen_cfg.batch_size * (2 if fmt.kind == "json" else 1)
     chunks = max(1, math.ceil(cost["rows"] / gen_cfg.batch_size))
     prefill_rows = round(cost["prefill_tokens"] / chunks)  # prompt tokens per chunk's prefill
@@ -437,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         "budget": args.budget,
         "objective": args.objective,
         "format": args.format,
+        "precision": args.precision,
         "refinement": {
             "num_seeds": gen_cfg.num_seeds,
             "num_steps": gen_cfg.num_steps,
@@ -453,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         "round_seconds": round(train_clock.wall + gen_clock.wall + filter_clock.wall, 2),
         "peak_gflops": round(peak, 1),
         "peak_gflops_wall": round(peak_wall, 1),
+        "peak_gflops_bf16": round(peak_bf16, 1),
         "peak_at_shapes": peak_at_shapes,
         "decode_gflops": phases["decode"]["gflops"],
         "prefill_gflops": phases["prefill"]["gflops"],
@@ -461,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
         "train_pct_of_peak": phases["train"]["pct_of_peak"],
         "decode_pct_of_peak_cpu": phases["decode"]["pct_of_peak_cpu"],
         "train_pct_of_peak_cpu": phases["train"]["pct_of_peak_cpu"],
+        "decode_pct_of_bf16_peak_cpu": round(
+            100 * phases["decode"]["gflops_per_cpu_s"] * th / peak_bf16, 1
+        ),
         "decode_peer": {"ours": ours, "generate": plain},
         "decode_vs_generate": round(ours["rows_per_s"] / plain["rows_per_s"], 2),
         "train_peer": sft_peer,

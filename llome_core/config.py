@@ -121,6 +121,10 @@ class GenerateConfig:
     # "constrained": a KV-cached walk that can only emit well-formed sequences (ours);
     # "free": sample freely, parse, drop failures and count them by reason (the paper's).
     decoding: Literal["constrained", "free"] = "constrained"
+    # "bf16": decode with a bfloat16 copy of the model (training stays fp32). Its matmuls run
+    # natively on CPUs with AVX512-BF16 or AMX and on GPUs; the samples follow the copy's logits,
+    # so they differ from fp32's where two states nearly tie (see llome_core.decoding).
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 _SCHEDULE = re.compile(r"^(sft|dpo|marge|reinforce)(\d+)$")

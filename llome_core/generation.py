@@ -124,6 +124,7 @@ def refine(
         seed=draw_seed(generator),
         max_new_tokens=config.max_new_tokens,
         decoding=config.decoding,
+        precision=config.precision,
     )
     device = dec.device
 

@@ -412,3 +412,72 @@ def test_refine_rejects_bad_seeds(random_model, tokenizer):
             temperatures=(1.0,),
             generator=_gen(0),
         )
+
+
+@pytest.mark.parametrize("kind", ["json", "compact"])
+def test_bf16_decoding_walks_a_bf16_copy_and_leaves_the_callers_model_fp32(
+    random_model, tokenizer, kind
+):
+    # The fast walk on the copy computes what model(...) computes on it: same noise, same samples.
+    # Greedy is the copy's own argmax; the caller's model keeps fp32 (it is trained next round).
+    fids = format_ids(tokenizer, TextFormat(kind), V, L)
+    inputs = torch.randint(0, V, (5, L), generator=_gen(9)).repeat_interleave(4, dim=0)
+    temps = torch.tensor([0.0, 0.7, 1.0, 1.6] * 5)
+    half = build_model(TINY, tokenizer, seed=0).eval().to(torch.bfloat16)
+    fast = decode_constrained(half, fids, inputs, temps, _gen(1))
+    ref = decode_constrained(half, fids, inputs, temps, _gen(1), engine="static-cache")
+    assert torch.equal(fast.outputs, ref.outputs)
+    torch.testing.assert_close(fast.log_likelihood, ref.log_likelihood, atol=2e-2, rtol=0)
+    # Through decode(precision="bf16"): every row valid, the same rows as the copy gives.
+    d = decode(
+        random_model,
+        tokenizer,
+        TextFormat(kind),
+        inputs,
+        temps,
+        num_states=V,
+        generator=_gen(4),
+        precision="bf16",
+    )
+    again = decode(
+        half,
+        tokenizer,
+        TextFormat(kind),
+        inputs,
+        temps,
+        num_states=V,
+        generator=_gen(4),
+        precision="bf16",
+    )
+    assert d.valid.all() and torch.equal(d.outputs, again.outputs)
+    assert next(random_model.parameters()).dtype == torch.float32
+
+
+def test_bf16_free_decoding_parses_and_an_unknown_precision_is_refused(random_model, tokenizer):
+    fmt = TextFormat("json")
+    inputs = torch.randint(0, V, (4, L), generator=_gen(3))
+    d = decode(
+        random_model,
+        tokenizer,
+        fmt,
+        inputs,
+        1.0,
+        num_states=V,
+        generator=_gen(4),
+        decoding="free",
+        precision="bf16",
+        max_new_tokens=fmt.answer_length(L) + 2,
+    )
+    assert d.log_likelihood.dtype == torch.float64 and torch.isfinite(d.log_likelihood).all()
+    assert d.valid.sum() + sum(d.failures.values()) == 4
+    with pytest.raises(ValueError, match="precision"):
+        decode(
+            random_model,
+            tokenizer,
+            fmt,
+            inputs,
+            1.0,
+            num_states=V,
+            generator=_gen(4),
+            precision="fp16",
+        )  # type: ignore[arg-type]

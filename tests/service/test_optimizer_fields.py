@@ -66,10 +66,11 @@ def test_the_reproduction_switches_are_campaign_fields_that_reach_the_loop(clien
     got = create(
         client,
         8,
-        generate={"decoding": "free"},
+        generate={"decoding": "free", "precision": "bf16"},
         train={"checkpoint_fallback": "start", "learning_rate": 1e-4},
     )
     assert got["optimizer"]["generate"]["decoding"] == "free"
+    assert got["optimizer"]["generate"]["precision"] == "bf16"
     assert got["optimizer"]["train"]["checkpoint_fallback"] == "start"
     assert got["optimizer"]["train"]["learning_rate"] == 1e-4
     spec = CampaignCreate.model_validate(
@@ -78,12 +79,14 @@ def test_the_reproduction_switches_are_campaign_fields_that_reach_the_loop(clien
     )
     config = spec.loop_config("cpu")
     assert config.generate.decoding == "free" and config.train.checkpoint_fallback == "start"
+    assert config.generate.precision == "bf16"
     assert {
         resolve(config.train, o, is_tiny_model=True).learning_rate
         for o in parse_schedule(config.objective, config.rounds)
     } == {1e-4}
     defaults = create(client, 8)
     assert defaults["optimizer"]["generate"]["decoding"] == "constrained"
+    assert defaults["optimizer"]["generate"]["precision"] == "fp32"
     assert defaults["optimizer"]["train"]["checkpoint_fallback"] == "final"
 
 
@@ -99,6 +102,9 @@ def test_unknown_switch_values_are_refused_by_name(client) -> None:
     body["optimizer"] = {"kind": "llome", "train": {"checkpoint_fallback": "best"}}
     r = client.post("/campaigns", json=body)
     assert r.status_code == 422 and "checkpoint_fallback" in r.text
+    body["optimizer"] = {"kind": "llome", "generate": {"precision": "fp16"}}
+    r = client.post("/campaigns", json=body)
+    assert r.status_code == 422 and "precision" in r.text
 
 
 def test_the_campaign_page_shows_the_refinement_budget_in_force(app, api_key) -> None:  # type: ignore[no-untyped-def]
