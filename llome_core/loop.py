@@ -229,7 +229,8 @@ class LlomeLoop:
             output_dir=self.workdir / f"round-{t + 1:02d}" / "trainer",
             device=self.config.device,
             reporter=reporter,
-            is_tiny_model=self.config.model.path is None,
+            # The tiny model's defaults also for a checkpoint of it (a campaign continued).
+            is_tiny_model=modeling.is_own_tokenizer(tokenizer, self.num_states),
             num_seeds=self.config.generate.num_seeds or 0,  # resolved by LoopConfig
             num_states=self.num_states,
             feasible=self.feasible,

@@ -71,6 +71,12 @@ def build_tokenizer(num_states: int) -> PreTrainedTokenizerFast:
     return fast
 
 
+def is_own_tokenizer(tokenizer: PreTrainedTokenizerBase, num_states: int) -> bool:
+    """Whether ``tokenizer`` is :func:`build_tokenizer`'s for ``num_states``: the mark of the tiny
+    default model and of every checkpoint trained from it (a pretrained model brings its own)."""
+    return bool(tokenizer.get_vocab() == build_tokenizer(num_states).get_vocab())
+
+
 def build_model(
     config: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int
 ) -> GPTNeoXForCausalLM:
