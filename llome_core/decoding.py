@@ -11,8 +11,11 @@ Two decoders, chosen by ``GenerateConfig.decoding``:
   forward passes. Greedy picks the argmax among the states, which is the unconstrained argmax
   whenever plain greedy ``generate`` is well-formed. Rows sharing a prompt are prefilled once.
 - **Free** (the paper's; also the only one for a foreign tokenizer such as a pretrained BPE):
-  ``model.generate`` with sampling, stopped per row at the first token containing ``]``, then
-  :meth:`TextFormat.parse`; failures are counted by reason and their rows marked not valid.
+  each token sampled from the full vocabulary, stopped per row at the first token containing
+  ``]``, then :meth:`TextFormat.parse`; failures are counted by reason and their rows marked not
+  valid. With our tokenizer it runs on the walk's engine (shared prefill, per-row temperatures,
+  one token per forward: 2.2x less CPU than ``generate`` on the same rows here); with any other,
+  ``model.generate``.
 
 The constrained walk runs on one of two engines: for a GPT-NeoX model (our tiny default and its
 checkpoints) a pure-torch incremental forward over preallocated key/value buffers (no per-step
@@ -31,9 +34,9 @@ logits). On a CPU with AVX512-BF16 its matmuls run at about 2.5x fp32's rate, an
 1.6x less CPU; 99.5% of the sampled states equalled fp32's at the same noise (the rest are near
 ties), greedy included. Greedy is the argmax of the copy's own logits.
 
-Randomness: a :class:`Decoder` takes one seed; the constrained path draws its Gumbel noise from a
-device generator seeded with it (Gumbel-max sampling, so per-row temperatures vectorize), the
-free path forks the global RNG per chunk and temperature with a seed derived from it. The same
+Randomness: a :class:`Decoder` takes one seed; both walks draw their Gumbel noise from a device
+generator seeded with it (Gumbel-max sampling, so per-row temperatures vectorize), the
+``generate`` path forks the global RNG per chunk and temperature with a seed derived from it. The same
 seed, model, inputs and config give the same outputs on the same device.
 """
 
@@ -641,6 +644,75 @@ def decode_free(
     return Decoded(outputs.to(device), ll, valid.to(device), failures)
 
 
+@torch.inference_mode()
+def decode_free_walk(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    fmt: TextFormat,
+    fids: FormatIds,
+    inputs: torch.Tensor,
+    temps: torch.Tensor,
+    noise_gen: torch.Generator,
+    *,
+    num_states: int,
+    max_new_tokens: int,
+    close_mask: torch.Tensor,
+) -> Decoded:
+    """Free decoding on the KV walk's engine, for our tokenizer: what :func:`decode_free` does
+    with ``model.generate`` (sample each token from the full vocabulary at the row's
+    temperature, stop a row at its first ``]`` or end of text, parse, count failures by reason),
+    with the walk's shared prefill and per-row temperatures (Gumbel-max, as the constrained
+    walk). Greedy rows take the argmax, as ``generate`` does."""
+    device = inputs.device
+    n, dim = inputs.shape
+    greedy = temps <= 0
+    scale = torch.where(greedy, torch.ones_like(temps), temps).float()[:, None]
+    eng = _engine(model)
+    eos = model.generation_config.eos_token_id
+    eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    stop_mask = close_mask.clone()
+    stop_mask[eos_ids[eos_ids < stop_mask.shape[0]].to(device)] = True
+    uniq, inverse = torch.unique(inputs, dim=0, return_inverse=True)
+    prompts = fids.prompts(uniq)
+    logits = eng.prefill(prompts, 1, prompts.shape[1] + max_new_tokens)
+    if eng.expand(inverse):
+        logits = logits[inverse]
+    else:
+        logits = eng.prefill(fids.prompts(inputs), 1, prompts.shape[1] + max_new_tokens)
+    tokens = torch.zeros(n, max_new_tokens, dtype=torch.long, device=device)
+    cut = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)
+    ll = torch.zeros(n, dtype=torch.float64, device=device)
+    running = torch.ones(n, dtype=torch.bool, device=device)
+    for step in range(max_new_tokens):
+        scaled = logits[:, -1].float() / scale
+        noise = torch.rand(scaled.shape, generator=noise_gen, device=device)
+        gumbel = -torch.log(-torch.log(noise.clamp_min(torch.finfo(noise.dtype).tiny)))
+        pick = torch.where(greedy, scaled.argmax(-1), (scaled + gumbel).argmax(-1))
+        lp = torch.log_softmax(scaled, -1).gather(-1, pick[:, None]).squeeze(-1).double()
+        ll += torch.where(running, lp, torch.zeros_like(lp))
+        tokens[:, step] = pick
+        stopped = running & stop_mask[pick]
+        cut[stopped] = step + 1
+        running &= ~stopped
+        if not running.any() or step == max_new_tokens - 1:
+            break
+        logits = eng.step(pick[:, None])
+    outputs = torch.zeros(n, dim, dtype=torch.long)
+    valid = torch.zeros(n, dtype=torch.bool)
+    failures: dict[str, int] = {}
+    cuts = cut.tolist()
+    texts = tokenizer.batch_decode(
+        [row[:c] for row, c in zip(tokens.cpu().tolist(), cuts)], skip_special_tokens=True
+    )
+    for r, text in enumerate(texts):
+        try:
+            outputs[r] = torch.tensor(fmt.parse(text, num_states, dim))
+            valid[r] = True
+        except ParseError as e:
+            failures[e.reason] = failures.get(e.reason, 0) + 1
+    return Decoded(outputs.to(device), ll / cut.clamp_min(1), valid.to(device), failures)
+
+
 # ------------------------------------------------------------------------------------ decoder
 class Decoder:
     """Decodes chunks of rows, constrained or free (see the module docstring), from one seed.
@@ -676,6 +748,8 @@ class Decoder:
         self.device = next(model.parameters()).device
         ours = format_ids(tokenizer, fmt, num_states, dim)
         self.fids = ours if decoding == "constrained" else None
+        # Free decoding with our tokenizer samples on the walk's engine; any other uses generate.
+        self.free_ids = ours if decoding == "free" else None
         if strict and decoding == "constrained" and ours is None:
             raise ValueError(
                 "constrained decoding needs one token per state, bracket, separator, <inc> and "
@@ -701,13 +775,26 @@ class Decoder:
         return self.fids is not None
 
     def __call__(self, inputs: torch.Tensor, temps: torch.Tensor, *names: object) -> Decoded:
-        """Decode one chunk; ``names`` name the free path's random stream (the constrained path
-        draws its noise sequentially from one device generator)."""
+        """Decode one chunk; ``names`` name the ``generate`` path's random stream (the walks draw
+        their noise sequentially from one device generator)."""
         if self.fids is not None:
             return decode_constrained(
                 self.model, self.fids, inputs, temps, self.noise_gen, cost=self.cost
             )
         assert self.close_mask is not None
+        if self.free_ids is not None:
+            return decode_free_walk(
+                self.model,
+                self.tokenizer,
+                self.fmt,
+                self.free_ids,
+                inputs,
+                temps,
+                self.noise_gen,
+                num_states=self.num_states,
+                max_new_tokens=self.max_new_tokens,
+                close_mask=self.close_mask,
+            )
         n, dim = inputs.shape
         outputs = torch.zeros(n, dim, dtype=torch.long, device=self.device)
         ll = torch.zeros(n, dtype=torch.float64, device=self.device)

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from llome_core.config import GenerateConfig, ModelConfig
-from llome_core.decoding import DecodeCost, decode, decode_constrained, format_ids
+from llome_core.decoding import (
+    DecodeCost,
+    _close_mask,
+    decode,
+    decode_constrained,
+    decode_free,
+    decode_free_walk,
+    format_ids,
+)
 from llome_core.generation import refine, temperatures_for
 from llome_core.modeling import build_model, build_tokenizer
 from llome_core.text import TextFormat
@@ -481,3 +489,59 @@ def test_bf16_free_decoding_parses_and_an_unknown_precision_is_refused(random_mo
             generator=_gen(4),
             precision="fp16",
         )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("model_name", ["trained_model", "random_model"])
+def test_the_free_walk_decodes_greedily_what_generate_decodes(model_name, tokenizer, request):
+    # Free decoding with our tokenizer runs on the walk's engine; greedy, it writes exactly what
+    # model.generate writes (well-formed or not), with the same likelihoods and failure counts.
+    model = request.getfixturevalue(model_name)
+    fmt = TextFormat("json")
+    inputs = torch.randint(0, V, (24, L), generator=_gen(8))
+    inputs = torch.cat([inputs, inputs[:4]])  # shared prompts are prefilled once
+    fids = format_ids(tokenizer, fmt, V, L)
+    mask = _close_mask(
+        tokenizer, model.get_output_embeddings().weight.shape[0], torch.device("cpu")
+    )
+    new_tokens = fmt.answer_length(L) + 4
+    common = {"num_states": V, "max_new_tokens": new_tokens, "close_mask": mask}
+    walk = decode_free_walk(
+        model, tokenizer, fmt, fids, inputs, torch.zeros(len(inputs)), _gen(1), **common
+    )
+    plain = decode_free(model, tokenizer, fmt, inputs, 0.0, seed=0, **common)
+    assert torch.equal(walk.valid, plain.valid) and walk.failures == plain.failures
+    assert torch.equal(walk.outputs[walk.valid], plain.outputs[plain.valid])
+    torch.testing.assert_close(
+        walk.log_likelihood[walk.valid], plain.log_likelihood[plain.valid], atol=1e-5, rtol=0
+    )
+    if model_name == "trained_model":
+        assert walk.valid.sum() >= 12
+
+
+def test_the_free_walk_samples_the_full_vocabulary_at_the_rows_temperature(random_model, tokenizer):
+    fmt = TextFormat("json")
+    T, n = 1.3, 4000
+    x = torch.randint(0, V, (1, L), generator=_gen(5))
+    fids = format_ids(tokenizer, fmt, V, L)
+    mask = _close_mask(
+        tokenizer, random_model.get_output_embeddings().weight.shape[0], torch.device("cpu")
+    )
+    d = decode_free_walk(
+        random_model,
+        tokenizer,
+        fmt,
+        fids,
+        x.expand(n, -1),
+        torch.full((n,), T),
+        _gen(6),
+        num_states=V,
+        max_new_tokens=1,
+        close_mask=mask,
+    )
+    # One token each: its likelihood names it (the log-probability of the token drawn).
+    ids = torch.tensor(tokenizer([fmt.prompt(x[0].tolist())])["input_ids"])
+    with torch.no_grad():
+        logp = torch.log_softmax(random_model(ids).logits[0, -1].double() / T, -1)
+    drawn = (d.log_likelihood[:, None] - logp[None, :]).abs().argmin(-1)
+    observed = torch.bincount(drawn, minlength=logp.shape[0]).double() / n
+    assert (observed - logp.exp()).abs().max() < 0.03  # ~4 standard errors at n = 4000
