@@ -13,8 +13,10 @@ per round, see there); REINFORCE; and MargE as the authors ran it: ``decoding=fr
 parse, drop failures) at one learning rate for every round (:data:`SAME_LEARNING_RATE`).
 
 Resumable and append-only:
-- each run keeps ``WORKDIR/<instance>/<method>-seed<k>/state.json`` (the loop's whole state, the
-  rows so far, the clocks), written atomically after every round, and the one checkpoint that
+- each run keeps ``WORKDIR/<instance>/<method>-seed<k>/state.json.gz`` (the loop's whole state,
+  the rows so far, the clocks; gzip, a fifteenth of the JSON, since run folders are committed and
+  carried to other machines; a plain ``state.json`` of an older run is read and replaced), written
+  atomically after every round, and the one checkpoint that
   state names (about 3 MB for the tiny model): the default WORKDIR, ``docs/paper/runs``, is
   committed with the results, so a run interrupted in one session resumes in the next;
 - each finished round appends one row to the results file (default ``docs/paper/results.csv``,
@@ -34,6 +36,7 @@ import argparse
 import contextlib
 import csv
 import fcntl
+import gzip
 import itertools
 import json
 import math
@@ -170,8 +173,17 @@ def _append_table(rows: list[dict[str, Any]], path: Path, columns: tuple[str, ..
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
+    raw = json.dumps(data).encode()
+    # mtime 0: the same state gives the same bytes (no needless diffs in a committed run folder)
+    tmp.write_bytes(gzip.compress(raw, mtime=0) if path.suffix == ".gz" else raw)
     os.replace(tmp, path)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A run's state file, gzip or (an older run's) plain JSON."""
+    raw = path.read_bytes()
+    data: dict[str, Any] = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+    return data
 
 
 def _rounds_written(path: Path, instance: str, method: str, seed: int) -> set[int]:
@@ -206,14 +218,16 @@ class Run:
         self.results, self.rounds, self.budget = results, rounds, budget
         self.edits = results.with_name("edit_feasibility.csv")
         self.calibration = results.with_name("calibration.csv")
-        self.state_path = self.dir / "state.json"
+        self.state_path = self.dir / "state.json.gz"
+        self.legacy_state_path = self.dir / "state.json"  # written before states were gzipped
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, its checkpoint path re-rooted here (a run folder may be moved, e.g.
         committed and checked out elsewhere: its checkpoint is always ``round-NN/checkpoint``)."""
-        if not self.state_path.exists():
+        path = self.state_path if self.state_path.exists() else self.legacy_state_path
+        if not path.exists():
             return None
-        state: dict[str, Any] = json.loads(self.state_path.read_text())
+        state = read_state(path)
         loop = state.get("loop") or {}
         if loop.get("checkpoint"):
             saved = Path(loop["checkpoint"])
@@ -225,6 +239,7 @@ class Run:
         stays one model and one JSON file, small enough to commit and resume elsewhere."""
         self.dir.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(self.state_path, state)
+        self.legacy_state_path.unlink(missing_ok=True)
         current = (state.get("loop") or {}).get("checkpoint")
         for old in self.dir.glob("round-*"):
             if current is None or old.name != Path(current).parent.name:

@@ -153,7 +153,7 @@ def test_an_interrupted_llome_run_resumes_from_its_last_round(tmp_path: Path) ->
         budget=16,
     )
     paper.main([*argv, "--time-limit", "0"])  # stops after its first round
-    state = json.loads(run.state_path.read_text())
+    state = paper.read_state(run.state_path)
     assert [r["round"] for r in _rows(results, "sft")] == [0, 1]
     assert not state["done"] and state["loop"]["round"] == 1
 
@@ -162,9 +162,9 @@ def test_an_interrupted_llome_run_resumes_from_its_last_round(tmp_path: Path) ->
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert rows[0]["oracle_calls"] == 10_000  # GA seed data: 10 steps x 1000 particles
     assert all(0 < b["oracle_calls"] - a["oracle_calls"] <= 16 for a, b in itertools.pairwise(rows))
-    assert json.loads(run.state_path.read_text())["done"]
+    assert paper.read_state(run.state_path)["done"]
     # The run folder keeps the state and the one checkpoint it names, nothing older.
-    assert sorted(p.name for p in run.dir.iterdir()) == ["round-02", "state.json"]
+    assert sorted(p.name for p in run.dir.iterdir()) == ["round-02", "state.json.gz"]
     assert sorted(p.name for p in (run.dir / "round-02").iterdir()) == ["checkpoint"]
 
 
@@ -194,3 +194,28 @@ def test_the_summary_reports_each_method_at_the_budgets_it_reached(tmp_path: Pat
     assert cells[1] == "2 (2)"  # two seeds, both at 30,000 calls
     at_30k = [r["min_regret"] for r in read_csv(results) if r["oracle_calls"] == 30_000]
     assert cells[4].startswith(f"{sum(at_30k) / 2:.3f}")
+
+
+def test_a_run_folder_of_plain_json_resumes_and_is_rewritten_gzipped(tmp_path: Path) -> None:
+    run = paper.Run(
+        paper.METHODS["sft"],
+        0,
+        instance=SMALL,
+        workdir=tmp_path,
+        results=tmp_path / "results.csv",
+        rounds=2,
+        budget=16,
+    )
+    run.dir.mkdir(parents=True)
+    old = {"rows": [], "done": False, "loop": {"checkpoint": "/elsewhere/round-01/checkpoint"}}
+    run.legacy_state_path.write_text(json.dumps(old))
+    state = run.load()
+    assert state is not None and state["loop"]["checkpoint"] == str(
+        run.dir / "round-01" / "checkpoint"
+    )
+    run.save(state)
+    assert not run.legacy_state_path.exists()
+    assert paper.read_state(run.state_path) == state
+    before = run.state_path.read_bytes()
+    run.save(state)  # the same state, the same bytes
+    assert run.state_path.read_bytes() == before
