@@ -65,10 +65,10 @@ DPO_MAX_EXAMPLES = 4000
 # outputs parsed 0% after 3 epochs, shared/stack-notes.md), and every later round starts there.
 SAME_LEARNING_RATE = 1e-3
 # Round 1 (SFT in every method) trains at least 240 steps, as the finished SFT and MargE runs'
-# round 1 did (5 epochs of its 1,520 pairs). The model's default floor of 80 is too short here:
-# the same SFT round's proposals were 0.3% feasible at a mean edit of 0.72 (37% and 0.11 after
-# 240 steps), too far from their parents for REINFORCE's round 2 to find one PropEn pair; and
-# free samples at T = 1 parsed 2% after 80 steps, 78% after 240 (llome bench round).
+# round 1 did (5 epochs of its 1,520 pairs), pinned here whatever the tiny model's default (now
+# the same; it was 80): after 80 steps the same SFT round's proposals were 0.3% feasible at a
+# mean edit of 0.72 (37% and 0.11 after 240), too far from their parents for REINFORCE's round 2
+# to find one PropEn pair; and free samples at T = 1 parsed 2% after 80 steps, 78% after 240.
 FIRST_ROUND_MIN_STEPS = 240
 EDIT_BINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0)
 

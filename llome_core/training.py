@@ -63,10 +63,13 @@ TINY_DEFAULTS: dict[str, tuple[str, float, int]] = {
 # outputs on the held-out inputs, checked every 10 steps): on 60 point mutants of one parent
 # (v=20, L=20, 1,213 pairs) and on the paper instance's GA seed data (v=32, L=32, 1,520 pairs)
 # alike, 0% parsed at step 40 and 100% at every check from step 50 to 220 (on the paper instance
-# 100% feasible from step 70). 80 steps keeps a margin over 50. Unless
+# 100% feasible from step 70). Parsing greedy outputs is not enough, though: on the paper
+# instance the round's *sampled* proposals (T = 0.6-1.6) after 80 steps were 0.3% feasible at a
+# mean edit of 0.72 from their parents, after 240 steps 37% at 0.11 (llome bench paper, SFT
+# round 1, 2026-12-02); free samples at T = 1 parsed 2% after 80 steps, 78% after 240. Unless
 # TrainConfig.first_round_epochs is set, round 1 of a tiny model runs one epoch or this many
 # steps (TrainConfig.first_round_min_steps overrides it), whichever is more, within the cap.
-TINY_FIRST_ROUND_MIN_STEPS = 80
+TINY_FIRST_ROUND_MIN_STEPS = 240
 TINY_FIRST_ROUND_MAX_EPOCHS = 20
 # Fraction of the steps used to warm up DPO on a tiny model (the paper's 150 steps can exceed a
 # whole tiny epoch).
