@@ -171,10 +171,9 @@ def run_generate_peer(
 ) -> dict[str, Any]:
     """``model.generate`` sampling at T = 1 on ``inputs``, exactly an answer's tokens per row (on
     a bfloat16 copy of the model for ``precision="bf16"``, as ours decodes)."""
-    from llome_core.decoding import DTYPES
+    from llome_core.decoding import in_precision
 
-    if next(model.parameters()).dtype != DTYPES[precision]:
-        model = copy.deepcopy(model).to(DTYPES[precision]).eval()
+    model = in_precision(model, precision)  # type: ignore[arg-type]
     dim = inputs.shape[1]
     new_tokens = fmt.answer_length(dim)
     texts = [fmt.prompt(x) for x in inputs.tolist()]

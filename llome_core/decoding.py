@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
@@ -453,6 +454,61 @@ def _engine(model: PreTrainedModel) -> _Engine:
     return _NeoXEngine(model) if _NeoXEngine.supports(model) else _StaticCacheEngine(model)
 
 
+def _prefill_shared(
+    eng: _Engine,
+    feed_of: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    keep: int,
+    room: int,
+) -> tuple[torch.Tensor, int]:
+    """Logits ``(n, keep, V)`` after each row's prompt ``feed_of(inputs)``, with ``room`` more
+    positions per row, and the number of prompts prefilled. Rows often share a prompt (the
+    samples of one trajectory; every run at step 1): each distinct one is prefilled once and its
+    keys and values given to its rows, unless the engine cannot share them."""
+    uniq, inverse = torch.unique(inputs, dim=0, return_inverse=True)
+    feed = feed_of(uniq)
+    logits = eng.prefill(feed, keep, feed.shape[1] + room)
+    if eng.expand(inverse):
+        return logits[inverse], uniq.shape[0]
+    feed = feed_of(inputs)
+    return eng.prefill(feed, keep, feed.shape[1] + room), uniq.shape[0] + inputs.shape[0]
+
+
+def _gumbel(
+    shape: tuple[int, ...], generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Standard Gumbel noise: ``argmax(logits / T + noise)`` samples ``softmax(logits / T)``."""
+    noise = torch.rand(shape, generator=generator, device=device)
+    return -torch.log(-torch.log(noise.clamp_min(torch.finfo(noise.dtype).tiny)))
+
+
+def _parse_answers(
+    texts: list[str], fmt: TextFormat, num_states: int, dim: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """Decoded answers parsed: ``(n, L)`` outputs (zeros where not valid), valid flags and the
+    parse failures counted by reason."""
+    outputs = torch.zeros(len(texts), dim, dtype=torch.long)
+    valid = torch.zeros(len(texts), dtype=torch.bool)
+    failures: dict[str, int] = {}
+    for r, text in enumerate(texts):
+        try:
+            outputs[r] = torch.tensor(fmt.parse(text, num_states, dim))
+            valid[r] = True
+        except ParseError as e:
+            failures[e.reason] = failures.get(e.reason, 0) + 1
+    return outputs.to(device), valid.to(device), failures
+
+
+def in_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedModel:
+    """``model`` if it already has ``precision``, else a copy in it, in eval mode: the caller's
+    model (the one trained next round) keeps its own."""
+    if precision not in DTYPES:
+        raise ValueError(f"precision must be one of {sorted(DTYPES)}, got {precision!r}")
+    if next(model.parameters()).dtype == DTYPES[precision]:
+        return model
+    return cast(Any, copy.deepcopy(model)).to(DTYPES[precision]).eval()
+
+
 # ------------------------------------------------------------------------ constrained decoding
 @torch.inference_mode()
 def decode_constrained(
@@ -487,21 +543,11 @@ def decode_constrained(
     eng = _engine(model) if engine == "auto" else _StaticCacheEngine(model)
     keep = lits[0].shape[1] + 1
 
-    def prefill(prompts: torch.Tensor) -> torch.Tensor:
-        feed = torch.cat([fids.prompts(prompts), lits[0][: prompts.shape[0]]], dim=1)
-        return eng.prefill(feed, keep, feed.shape[1] + num_tokens)
+    def feed_of(prompts: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fids.prompts(prompts), lits[0][: prompts.shape[0]]], dim=1)
 
-    # Rows often share a prompt (the samples of one trajectory; every run at step 1): prefill each
-    # distinct prompt once, then give its keys and values to its rows.
     started, cpu_started = time.perf_counter(), time.process_time()
-    uniq, inverse = torch.unique(inputs, dim=0, return_inverse=True)
-    logits = prefill(uniq)
-    prefilled = uniq.shape[0]
-    if eng.expand(inverse):
-        logits = logits[inverse]
-    else:
-        logits = prefill(inputs)
-        prefilled += n
+    logits, prefilled = _prefill_shared(eng, feed_of, inputs, keep, num_tokens)
     prompt_len = fids.prompt_template.shape[0] + lits[0].shape[1]
     walk_started, walk_cpu_started = time.perf_counter(), time.process_time()
     ll = (
@@ -511,8 +557,7 @@ def decode_constrained(
     )
     chosen = torch.empty(n, dim, dtype=torch.long, device=device)
     # All Gumbel noise of the chunk in one draw: one call instead of one per state slot.
-    noise = torch.rand((dim, n, state_ids.shape[0]), generator=noise_gen, device=device)
-    gumbel = -torch.log(-torch.log(noise.clamp_min(torch.finfo(noise.dtype).tiny)))
+    gumbel = _gumbel((dim, n, state_ids.shape[0]), noise_gen, device)
     inv_scale = 1.0 / scale[:, 0]
     for i in range(dim):
         state_logits = logits[:, -1].float()[:, state_ids]  # (n, v)
@@ -587,7 +632,7 @@ def decode_free(
 ) -> Decoded:
     """One chunk at one temperature with ``model.generate``; outputs parsed by ``fmt``."""
     device = inputs.device
-    n, dim = inputs.shape
+    dim = inputs.shape[1]
     enc = tokenizer(
         [fmt.prompt(x) for x in inputs.tolist()],
         return_tensors="pt",
@@ -631,17 +676,9 @@ def decode_free(
     )
     within = torch.arange(new.shape[1], device=device)[None, :] < cut[:, None]
     ll = (lp * within).sum(-1) / cut.clamp_min(1)
-    outputs = torch.zeros(n, dim, dtype=torch.long)
-    valid = torch.zeros(n, dtype=torch.bool)
-    failures: dict[str, int] = {}
     texts = tokenizer.batch_decode(new.cpu(), skip_special_tokens=True)
-    for r, text in enumerate(texts):
-        try:
-            outputs[r] = torch.tensor(fmt.parse(text, num_states, dim))
-            valid[r] = True
-        except ParseError as e:
-            failures[e.reason] = failures.get(e.reason, 0) + 1
-    return Decoded(outputs.to(device), ll, valid.to(device), failures)
+    outputs, valid, failures = _parse_answers(texts, fmt, num_states, dim, device)
+    return Decoded(outputs, ll, valid, failures)
 
 
 @torch.inference_mode()
@@ -656,37 +693,27 @@ def decode_free_walk(
     *,
     num_states: int,
     max_new_tokens: int,
-    close_mask: torch.Tensor,
+    stop_mask: torch.Tensor,
 ) -> Decoded:
     """Free decoding on the KV walk's engine, for our tokenizer: what :func:`decode_free` does
     with ``model.generate`` (sample each token from the full vocabulary at the row's
     temperature, stop a row at its first ``]`` or end of text, parse, count failures by reason),
     with the walk's shared prefill and per-row temperatures (Gumbel-max, as the constrained
-    walk). Greedy rows take the argmax, as ``generate`` does."""
+    walk). Greedy rows take the argmax, as ``generate`` does. ``stop_mask``: the token ids that
+    end a row (:func:`_stop_mask`)."""
     device = inputs.device
     n, dim = inputs.shape
     greedy = temps <= 0
     scale = torch.where(greedy, torch.ones_like(temps), temps).float()[:, None]
     eng = _engine(model)
-    eos = model.generation_config.eos_token_id
-    eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    stop_mask = close_mask.clone()
-    stop_mask[eos_ids[eos_ids < stop_mask.shape[0]].to(device)] = True
-    uniq, inverse = torch.unique(inputs, dim=0, return_inverse=True)
-    prompts = fids.prompts(uniq)
-    logits = eng.prefill(prompts, 1, prompts.shape[1] + max_new_tokens)
-    if eng.expand(inverse):
-        logits = logits[inverse]
-    else:
-        logits = eng.prefill(fids.prompts(inputs), 1, prompts.shape[1] + max_new_tokens)
+    logits, _ = _prefill_shared(eng, fids.prompts, inputs, 1, max_new_tokens)
     tokens = torch.zeros(n, max_new_tokens, dtype=torch.long, device=device)
     cut = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)
     ll = torch.zeros(n, dtype=torch.float64, device=device)
     running = torch.ones(n, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
         scaled = logits[:, -1].float() / scale
-        noise = torch.rand(scaled.shape, generator=noise_gen, device=device)
-        gumbel = -torch.log(-torch.log(noise.clamp_min(torch.finfo(noise.dtype).tiny)))
+        gumbel = _gumbel(tuple(scaled.shape), noise_gen, device)
         pick = torch.where(greedy, scaled.argmax(-1), (scaled + gumbel).argmax(-1))
         lp = torch.log_softmax(scaled, -1).gather(-1, pick[:, None]).squeeze(-1).double()
         ll += torch.where(running, lp, torch.zeros_like(lp))
@@ -697,20 +724,21 @@ def decode_free_walk(
         if not running.any() or step == max_new_tokens - 1:
             break
         logits = eng.step(pick[:, None])
-    outputs = torch.zeros(n, dim, dtype=torch.long)
-    valid = torch.zeros(n, dtype=torch.bool)
-    failures: dict[str, int] = {}
-    cuts = cut.tolist()
     texts = tokenizer.batch_decode(
-        [row[:c] for row, c in zip(tokens.cpu().tolist(), cuts)], skip_special_tokens=True
+        [row[:c] for row, c in zip(tokens.cpu().tolist(), cut.tolist())], skip_special_tokens=True
     )
-    for r, text in enumerate(texts):
-        try:
-            outputs[r] = torch.tensor(fmt.parse(text, num_states, dim))
-            valid[r] = True
-        except ParseError as e:
-            failures[e.reason] = failures.get(e.reason, 0) + 1
-    return Decoded(outputs.to(device), ll / cut.clamp_min(1), valid.to(device), failures)
+    outputs, valid, failures = _parse_answers(texts, fmt, num_states, dim, device)
+    return Decoded(outputs, ll / cut.clamp_min(1), valid, failures)
+
+
+def _stop_mask(model: PreTrainedModel, close_mask: torch.Tensor) -> torch.Tensor:
+    """The tokens that end a free answer: those containing ``]`` and the end of text (where
+    ``generate`` stops a row too)."""
+    eos = model.generation_config.eos_token_id
+    ids = [i for i in (eos if isinstance(eos, list) else [eos]) if i is not None]
+    mask = close_mask.clone()
+    mask[[i for i in ids if i < mask.shape[0]]] = True
+    return mask
 
 
 # ------------------------------------------------------------------------------------ decoder
@@ -737,11 +765,7 @@ class Decoder:
     ) -> None:
         if decoding not in ("constrained", "free"):
             raise ValueError(f"decoding must be 'constrained' or 'free', got {decoding!r}")
-        if precision not in DTYPES:
-            raise ValueError(f"precision must be one of {sorted(DTYPES)}, got {precision!r}")
-        if next(model.parameters()).dtype != DTYPES[precision]:
-            # A copy, in eval mode: the caller's model (trained next round) keeps its precision.
-            model = cast(Any, copy.deepcopy(model)).to(DTYPES[precision]).eval()
+        model = in_precision(model, precision)
         self.model: Any = model
         self.tokenizer, self.fmt = tokenizer, fmt
         self.num_states, self.dim, self.seed = num_states, dim, seed
@@ -769,6 +793,7 @@ class Decoder:
             if self.fids is not None
             else _close_mask(tokenizer, model.get_output_embeddings().weight.shape[0], self.device)
         )
+        self.stop_mask = _stop_mask(model, self.close_mask) if self.close_mask is not None else None
 
     @property
     def constrained(self) -> bool:
@@ -781,7 +806,7 @@ class Decoder:
             return decode_constrained(
                 self.model, self.fids, inputs, temps, self.noise_gen, cost=self.cost
             )
-        assert self.close_mask is not None
+        assert self.close_mask is not None and self.stop_mask is not None
         if self.free_ids is not None:
             return decode_free_walk(
                 self.model,
@@ -793,7 +818,7 @@ class Decoder:
                 self.noise_gen,
                 num_states=self.num_states,
                 max_new_tokens=self.max_new_tokens,
-                close_mask=self.close_mask,
+                stop_mask=self.stop_mask,
             )
         n, dim = inputs.shape
         outputs = torch.zeros(n, dim, dtype=torch.long, device=self.device)

@@ -10,6 +10,7 @@ from llome_core.config import GenerateConfig, ModelConfig
 from llome_core.decoding import (
     DecodeCost,
     _close_mask,
+    _stop_mask,
     decode,
     decode_constrained,
     decode_free,
@@ -504,11 +505,19 @@ def test_the_free_walk_decodes_greedily_what_generate_decodes(model_name, tokeni
         tokenizer, model.get_output_embeddings().weight.shape[0], torch.device("cpu")
     )
     new_tokens = fmt.answer_length(L) + 4
-    common = {"num_states": V, "max_new_tokens": new_tokens, "close_mask": mask}
+    common = {"num_states": V, "max_new_tokens": new_tokens}
     walk = decode_free_walk(
-        model, tokenizer, fmt, fids, inputs, torch.zeros(len(inputs)), _gen(1), **common
+        model,
+        tokenizer,
+        fmt,
+        fids,
+        inputs,
+        torch.zeros(len(inputs)),
+        _gen(1),
+        stop_mask=_stop_mask(model, mask),
+        **common,
     )
-    plain = decode_free(model, tokenizer, fmt, inputs, 0.0, seed=0, **common)
+    plain = decode_free(model, tokenizer, fmt, inputs, 0.0, seed=0, close_mask=mask, **common)
     assert torch.equal(walk.valid, plain.valid) and walk.failures == plain.failures
     assert torch.equal(walk.outputs[walk.valid], plain.outputs[plain.valid])
     torch.testing.assert_close(
@@ -536,7 +545,7 @@ def test_the_free_walk_samples_the_full_vocabulary_at_the_rows_temperature(rando
         _gen(6),
         num_states=V,
         max_new_tokens=1,
-        close_mask=mask,
+        stop_mask=_stop_mask(random_model, mask),
     )
     # One token each: its likelihood names it (the log-probability of the token drawn).
     ids = torch.tensor(tokenizer([fmt.prompt(x[0].tolist())])["input_ids"])
