@@ -38,6 +38,11 @@ exactly the answer's number of new tokens, then parsed) against our decoder on t
 trl ``SFTTrainer`` (library defaults but fp32 and no gradient checkpointing, which are emulated
 and pointless on CPU) on the round's training records (``train_vs_sft``: our training tokens/s
 over its).
+
+Where decode's time goes (``decode_breakdown``): the peer rows decoded again under
+``torch.profiler``, the ops' self time split between the dense matmuls, attention and the rest,
+with the dense group's GFLOP/s against the peak of the decode's precision
+(``dense_pct_of_peak``). Its times are wall times: run it on cores nothing else uses.
 """
 
 from __future__ import annotations
@@ -240,6 +245,70 @@ def run_decode_ours(
     }
 
 
+# Where a decode's CPU time goes, by the ops the profiler names (self time, so nothing twice).
+DENSE_OPS = {"aten::addmm", "aten::mm", "aten::matmul"}
+ATTENTION_OPS = {
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::_softmax",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+}
+
+
+def decode_breakdown(
+    model: Any,
+    tokenizer: Any,
+    fmt: Any,
+    inputs: torch.Tensor,
+    *,
+    batch_size: int,
+    num_states: int,
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """Our decoder on ``inputs`` under ``torch.profiler``: the share of the ops' self time that
+    goes to the dense matmuls (QKV, output, MLP, LM head), to attention (its batched matmuls and
+    softmax) and to everything else (norms, activations, rotary, cache writes, indexing,
+    sampling), with each group's GFLOP (the profiler's count) over its time. It says how far
+    decode can get by speeding up one group. The ops' times are wall times: measure on cores
+    nothing else uses."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def run(rows: torch.Tensor) -> None:
+        run_decode_ours(
+            model,
+            tokenizer,
+            fmt,
+            rows,
+            batch_size=batch_size,
+            num_states=num_states,
+            precision=precision,
+        )
+
+    def group_of(key: str) -> str:
+        return "dense" if key in DENSE_OPS else "attention" if key in ATTENTION_OPS else "other"
+
+    run(inputs[:batch_size])  # warm-up
+    groups = {g: {"cpu_s": 0.0, "gflop": 0.0} for g in ("dense", "attention", "other")}
+    # Counting FLOPs slows the profiled ops 2x (measured), so times come from a second run.
+    for count_flops in (True, False):
+        with profile(activities=[ProfilerActivity.CPU], with_flops=count_flops) as prof:
+            run(inputs)
+        for e in prof.key_averages():
+            if count_flops:
+                groups[group_of(e.key)]["gflop"] += (e.flops or 0) / 1e9
+            else:
+                groups[group_of(e.key)]["cpu_s"] += e.self_cpu_time_total / 1e6
+    total = sum(v["cpu_s"] for v in groups.values())
+    out: dict[str, Any] = {"rows": int(inputs.shape[0]), "profiled_s": round(total, 3)}
+    for g, v in groups.items():
+        out[g] = {
+            "share_of_time": round(v["cpu_s"] / total, 3) if total > 0 else None,
+            "gflop": round(v["gflop"], 3),
+            "gflops": round(v["gflop"] / v["cpu_s"], 1) if v["cpu_s"] > 0 else 0.0,
+        }
+    return out
+
+
 def run_sft_peer(
     model: Any, tokenizer: Any, records: list[dict[str, Any]], *, batch_size: int, lr: float
 ) -> dict[str, Any]:
@@ -409,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     peer_args = {"batch_size": gen_cfg.batch_size, "num_states": v, "precision": args.precision}
     ours = run_decode_ours(result.model, tokenizer, fmt, rows, **peer_args)  # type: ignore[arg-type]
     plain = run_generate_peer(result.model, tokenizer, fmt, rows, **peer_args)  # type: ignore[arg-type]
+    breakdown = decode_breakdown(result.model, tokenizer, fmt, rows, **peer_args)  # type: ignore[arg-type]
     sft_peer = None
     if "completion" in (train_records[0] if train_records else {}):
         sft_peer = run_sft_peer(
@@ -499,6 +569,16 @@ def main(argv: list[str] | None = None) -> int:
             100 * phases["decode"]["gflops_per_cpu_s"] * th / peak_bf16, 1
         ),
         "decode_peer": {"ours": ours, "generate": plain},
+        "decode_breakdown": {
+            **breakdown,
+            # against the peak of the decode's own precision
+            "dense_pct_of_peak": round(
+                100
+                * breakdown["dense"]["gflops"]
+                / (peak_bf16 if args.precision == "bf16" else peak),
+                1,
+            ),
+        },
         "decode_vs_generate": round(ours["rows_per_s"] / plain["rows_per_s"], 2),
         "train_peer": sft_peer,
         "train_vs_sft": round(our_train_tps / sft_peer["tokens_per_s"], 2) if sft_peer else None,
