@@ -52,19 +52,26 @@ but ensembles of 2, 1 training epoch and 4 LaMBO steps per round; its rows are
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.runs import CSV_COLUMNS, GA_SEED, PAPER_PRESET, append_rows, parse_seeds, read_csv
+from benchmarks.runs import (
+    CSV_COLUMNS,
+    GA_SEED,
+    PAPER_PRESET,
+    append_locked,
+    locked,
+    parse_seeds,
+    read_rows,
+    rounds_written,
+)
 
 __all__ = ["CSV_COLUMNS", "PROFILES", "Lambo2Settings", "main", "run_lambo"]
 
@@ -130,46 +137,6 @@ PROFILES: dict[str, tuple[str, Lambo2Settings]] = {
 
 
 # ---------------------------------------------------------------------- the results file
-
-
-@contextlib.contextmanager
-def _locked(path: Path, *, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive flock on ``path`` (the convention ``llome bench paper`` appends under);
-    yields False at once when not blocking and another process holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def append_locked(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """:func:`benchmarks.runs.append_rows` under ``PATH.lock``, so that runs appending to the same
-    results file at the same time never interleave."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_suffix(path.suffix + ".lock")):
-        append_rows(rows, path)
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a results file (``[]`` when there is none yet)."""
-    return read_csv(path) if Path(path).exists() else []
-
-
-def rounds_done(rows: Iterable[Mapping[str, Any]], instance: str, method: str, seed: int) -> set:
-    """Round numbers already in the file for one (instance, method, seed)."""
-    return {
-        r["round"]
-        for r in rows
-        if r.get("instance") == instance and r.get("method") == method and r.get("seed") == seed
-    }
 
 
 # ---------------------------------------------------------------------- the LaMBO-2 process
@@ -574,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_data = None
         for seed in seeds:
             if "ga" in methods:
-                done = rounds_done(read_rows(out), preset, "ga", seed)
+                done = rounds_written(read_rows(out), preset, "ga", seed)
                 ga_rows = run_ga_rows(f, seed, total_calls, args.ga_particles)
                 todo = [r for r in ga_rows if r["round"] not in done]
                 if todo:
@@ -590,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             if "lambo2" not in methods:
                 continue
             claim = CLAIMS / f"{out.name}-{preset}-{method}-seed{seed}.claim"
-            with _locked(claim, blocking=False) as mine:
+            with locked(claim, blocking=False) as mine:
                 if not mine:  # several `llome bench lambo` may share one plan and one file
                     print(f"{preset} {method} seed {seed}: run by another process, skipped")
                     continue
@@ -621,7 +588,7 @@ def _run_one(
     """One (instance, method, seed) run, unless the results file already holds it whole."""
     out = Path(args.out)
     rows = read_rows(out)
-    done = rounds_done(rows, preset, method, seed)
+    done = rounds_written(rows, preset, method, seed)
     solved = any(
         r.get("min_regret") == 0.0
         for r in rows

@@ -33,9 +33,7 @@ method, feasible % and unique % per round, feasibility vs edit distance, calibra
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import fcntl
 import gzip
 import itertools
 import json
@@ -44,12 +42,20 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.runs import append_rows, method_name, parse_seeds, plot_regret, read_csv
+from benchmarks.runs import (
+    append_locked,
+    locked,
+    method_name,
+    parse_seeds,
+    plot_regret,
+    read_csv,
+    read_rows,
+    rounds_written,
+)
 
 PAPER_PRESET = "ehr_v-32_l-032_m-4_c-4_q-4"
 ROUNDS = 10
@@ -149,30 +155,6 @@ def planned_runs(methods: list[str], seeds: list[int] | None) -> list[tuple[str,
 # ---------------------------------------------------------------------------- files and locks
 
 
-@contextlib.contextmanager
-def _locked(path: Path, *, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive flock on ``path`` (created if missing); yields False if not blocking and busy."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _append_table(rows: list[dict[str, Any]], path: Path, columns: tuple[str, ...]) -> None:
-    """Append rows (header only for a new file) under the file's lock."""
-    if not rows:
-        return
-    with _locked(path.with_suffix(path.suffix + ".lock")):
-        append_rows(rows, path, columns)
-
-
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     raw = json.dumps(data).encode()
@@ -186,16 +168,6 @@ def read_state(path: Path) -> dict[str, Any]:
     raw = path.read_bytes()
     data: dict[str, Any] = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
     return data
-
-
-def _rounds_written(path: Path, instance: str, method: str, seed: int) -> set[int]:
-    if not path.exists():
-        return set()
-    return {
-        int(r["round"])
-        for r in read_csv(path)
-        if r.get("instance") == instance and r.get("method") == method and r.get("seed") == seed
-    }
 
 
 # ---------------------------------------------------------------------------- one run
@@ -253,17 +225,18 @@ class Run:
         """Append the rows of ``state`` the results file does not hold yet (crash-safe order:
         the state is saved first, so a row is never lost, and rows are keyed by round, so none
         is written twice)."""
-        written = _rounds_written(self.results, self.instance, self.method.name, self.seed)
+        written = rounds_written(
+            read_rows(self.results), self.instance, self.method.name, self.seed
+        )
         missing = [r for r in state["rows"] if int(r["round"]) not in written]
         extras = {int(r["round"]) for r in missing}
-        with _locked(self.results.with_suffix(self.results.suffix + ".lock")):
-            append_rows(missing, self.results)
-        _append_table(
+        append_locked(missing, self.results)
+        append_locked(
             [r for r in state.get("edits", []) if int(r["round"]) in extras],
             self.edits,
             EDIT_COLUMNS,
         )
-        _append_table(
+        append_locked(
             [r for r in state.get("calibration", []) if int(r["round"]) in extras],
             self.calibration,
             CALIBRATION_COLUMNS,
@@ -734,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.rounds,
             budget=args.budget,
         )
-        with _locked(run.dir.with_suffix(".lock"), blocking=False) as mine:
+        with locked(run.dir.with_suffix(".lock"), blocking=False) as mine:
             if not mine:
                 print(f"{run.dir.name}: running in another process, skipped")
                 continue
@@ -742,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
             if state is not None and state.get("done"):
                 run.flush(state)
                 continue
-            if state is None and _rounds_written(results, args.preset, name, seed):
+            if state is None and rounds_written(read_rows(results), args.preset, name, seed):
                 raise SystemExit(
                     f"{results} holds rows of {name} seed {seed} but its state "
                     f"{run.state_path} is gone: remove those rows or restore it"

@@ -22,11 +22,13 @@ Results files are appended to (:func:`append_rows`: the header only when the fil
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,52 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
                     parsed[key] = int(number) if key in _INT_COLUMNS else number
             rows.append(parsed)
     return rows
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a results file (``[]`` when there is none yet)."""
+    return read_csv(path) if Path(path).exists() else []
+
+
+def rounds_written(
+    rows: Iterable[Mapping[str, Any]], instance: str, method: str, seed: int
+) -> set[int]:
+    """Round numbers the rows already hold for one (instance, method, seed)."""
+    return {
+        int(r["round"])
+        for r in rows
+        if r.get("instance") == instance and r.get("method") == method and r.get("seed") == seed
+    }
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive flock on ``path`` (created if missing), the lock under which the benches'
+    processes append to a results file or claim a run; yields False at once when not blocking
+    and another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def append_locked(
+    rows: list[dict[str, Any]], path: str | Path, columns: tuple[str, ...] = CSV_COLUMNS
+) -> None:
+    """:func:`append_rows` under ``PATH.lock``, so that processes appending to the same file at
+    the same time never interleave (nothing for no rows)."""
+    if not rows:
+        return
+    path = Path(path)
+    with locked(path.with_suffix(path.suffix + ".lock")):
+        append_rows(rows, path, columns)
 
 
 def method_name(objective: str, decoding: str = "constrained", same_lr: float | None = None) -> str:

@@ -15,7 +15,7 @@ from benchmarks.lambo_worker import farthest_first, geometric_partitioning
 
 def test_locked_append_writes_the_contract_header_once_and_appends_whole_rows(tmp_path):
     path = tmp_path / "results.csv"
-    lambo.append_rows(
+    lambo.append_locked(
         [
             {
                 "instance": "i",
@@ -28,7 +28,7 @@ def test_locked_append_writes_the_contract_header_once_and_appends_whole_rows(tm
         ],
         path,
     )
-    lambo.append_rows(
+    lambo.append_locked(
         [
             {
                 "instance": "i",
@@ -49,8 +49,8 @@ def test_locked_append_writes_the_contract_header_once_and_appends_whole_rows(tm
     rows = lambo.read_rows(path)
     assert [r["oracle_calls"] for r in rows] == [10, 12]
     assert rows[1]["mean_regret"] is None
-    assert lambo.rounds_done(rows, "i", "lambo2", 0) == {0, 1}
-    assert lambo.rounds_done(rows, "i", "lambo2", 1) == set()
+    assert lambo.rounds_written(rows, "i", "lambo2", 0) == {0, 1}
+    assert lambo.rounds_written(rows, "i", "lambo2", 1) == set()
 
 
 def test_farthest_first_starts_from_the_best_and_then_takes_the_farthest():

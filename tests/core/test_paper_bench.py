@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import paper
+from benchmarks import paper, runs
 from benchmarks.runs import read_csv
 
 TINY = "ehr_v-08_l-008_m-2_c-2_q-2"
@@ -89,7 +89,7 @@ def test_a_run_held_by_another_process_is_skipped(tmp_path: Path, capsys) -> Non
         rounds=1,
         budget=1000,
     )
-    with paper._locked(run.dir.with_suffix(".lock")):
+    with runs.locked(run.dir.with_suffix(".lock")):
         paper.main(
             [
                 "--methods",
