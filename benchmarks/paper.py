@@ -10,7 +10,9 @@ Methods (:data:`METHODS`): the GA; SFT; MargE (round 1 is always SFT, so ``marge
 paper's ``sft1-marge9``: the two names give one schedule, and one run of it); ``sft5-marge5``
 (the paper's later switch, which it finds worse); DPO (at most :data:`DPO_MAX_EXAMPLES` triples
 per round, see there); REINFORCE; and MargE as the authors ran it: ``decoding=free`` (sample,
-parse, drop failures) at one learning rate for every round (:data:`SAME_LEARNING_RATE`).
+parse, drop failures) at one learning rate for every round (:data:`SAME_LEARNING_RATE`); and,
+beyond the issue's list like ``sft5-marge5``, MargE at that rate with our constrained decoding
+(``marge-lr1e-3``), which with the free run separates the rate from the decoding.
 
 Resumable and append-only:
 - each run keeps ``WORKDIR/<instance>/<method>-seed<k>/state.json.gz`` (the loop's whole state,
@@ -130,10 +132,27 @@ METHODS: dict[str, Method] = {
             decoding="free",
             learning_rate=SAME_LEARNING_RATE,
         ),
+        # MargE at the same rate with our decoding: with the one above, it tells the rate's part
+        # from the decoding's.
+        Method(
+            method_name("marge", "constrained", SAME_LEARNING_RATE),
+            "marge",
+            learning_rate=SAME_LEARNING_RATE,
+            extra=True,
+        ),
     )
 }
 # Seed 0 of every method first (the claims need one of each), then the other seeds, then extras.
-DEFAULT_ORDER = ("ga", "marge", "sft", "marge-free-lr1e-3", "reinforce", "dpo", "sft5-marge5")
+DEFAULT_ORDER = (
+    "ga",
+    "marge",
+    "sft",
+    "marge-free-lr1e-3",
+    "reinforce",
+    "dpo",
+    "marge-lr1e-3",
+    "sft5-marge5",
+)
 
 
 def planned_runs(methods: list[str], seeds: list[int] | None) -> list[tuple[str, int]]:
