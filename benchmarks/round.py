@@ -288,7 +288,7 @@ def decode_breakdown(
         return "dense" if key in DENSE_OPS else "attention" if key in ATTENTION_OPS else "other"
 
     run(inputs[:batch_size])  # warm-up
-    groups = {g: {"cpu_s": 0.0, "gflop": 0.0} for g in ("dense", "attention", "other")}
+    groups = {g: {"seconds": 0.0, "gflop": 0.0} for g in ("dense", "attention", "other")}
     # Counting FLOPs slows the profiled ops 2x (measured), so times come from a second run.
     for count_flops in (True, False):
         with profile(activities=[ProfilerActivity.CPU], with_flops=count_flops) as prof:
@@ -297,14 +297,14 @@ def decode_breakdown(
             if count_flops:
                 groups[group_of(e.key)]["gflop"] += (e.flops or 0) / 1e9
             else:
-                groups[group_of(e.key)]["cpu_s"] += e.self_cpu_time_total / 1e6
-    total = sum(v["cpu_s"] for v in groups.values())
+                groups[group_of(e.key)]["seconds"] += e.self_cpu_time_total / 1e6
+    total = sum(v["seconds"] for v in groups.values())
     out: dict[str, Any] = {"rows": int(inputs.shape[0]), "profiled_s": round(total, 3)}
     for g, v in groups.items():
         out[g] = {
-            "share_of_time": round(v["cpu_s"] / total, 3) if total > 0 else None,
+            "share_of_time": round(v["seconds"] / total, 3) if total > 0 else None,
             "gflop": round(v["gflop"], 3),
-            "gflops": round(v["gflop"] / v["cpu_s"], 1) if v["cpu_s"] > 0 else 0.0,
+            "gflops": round(v["gflop"] / v["seconds"], 1) if v["seconds"] > 0 else 0.0,
         }
     return out
 
