@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any, cast
 
 import torch
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(
         ModelConfig(hidden_size=hidden, num_layers=layers, num_heads=heads), tok, args.seed
     )
-    model = model.to(device=args.device, dtype=dtype).eval()
+    model = cast(Any, model).to(device=args.device, dtype=dtype).eval()
     g = torch.Generator().manual_seed(args.seed)
     prompts = torch.randint(0, args.num_states, (args.prompts, args.dim), generator=g)
     kw = {

@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         "prefill": _phase(
             cost["prefill_seconds"],
             cost["prefill_cpu_seconds"],
-            cost["prefill_tokens"],
+            int(cost["prefill_tokens"]),
             cost["prefill_flops"],
             peak,
             th,
@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode": _phase(
             cost["decode_seconds"],
             cost["decode_cpu_seconds"],
-            cost["decode_tokens"],
+            int(cost["decode_tokens"]),
             cost["decode_flops"],
             peak,
             th,
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         "generate": _phase(
             gen_clock.wall,
             gen_clock.cpu,
-            cost["prefill_tokens"] + cost["decode_tokens"],
+            int(cost["prefill_tokens"] + cost["decode_tokens"]),
             cost["prefill_flops"] + cost["decode_flops"],
             peak,
             th,
