@@ -130,7 +130,7 @@ class _Clock:
 
 
 def _phase(
-    wall: float, cpu: float, tokens: int, flops: float, peak: float, threads: int
+    wall: float, cpu: float, tokens: float, flops: float, peak: float, threads: int
 ) -> dict[str, Any]:
     """A phase's figures; ``pct_of_peak_cpu`` compares FLOPs per CPU-second with the peak per
     thread, the figure other processes on the same cores disturb least."""
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         "prefill": _phase(
             cost["prefill_seconds"],
             cost["prefill_cpu_seconds"],
-            int(cost["prefill_tokens"]),
+            cost["prefill_tokens"],
             cost["prefill_flops"],
             peak,
             th,
@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode": _phase(
             cost["decode_seconds"],
             cost["decode_cpu_seconds"],
-            int(cost["decode_tokens"]),
+            cost["decode_tokens"],
             cost["decode_flops"],
             peak,
             th,
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         "generate": _phase(
             gen_clock.wall,
             gen_clock.cpu,
-            int(cost["prefill_tokens"] + cost["decode_tokens"]),
+            cost["prefill_tokens"] + cost["decode_tokens"],
             cost["prefill_flops"] + cost["decode_flops"],
             peak,
             th,
