@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -108,6 +109,17 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+def validation_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Pydantic's errors as ``[{field, reason}]``, in the names and words a user typed."""
+    return [
+        {
+            "field": _field_name(tuple(e.get("loc", ()))),
+            "reason": str(e.get("msg", "invalid")).removeprefix("Value error, "),
+        }
+        for e in errors
+    ]
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
     if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
         loc = loc[1:]  # where the value came from, not its name
@@ -143,13 +155,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": _field_name(tuple(e.get("loc", ()))),
-                "reason": str(e.get("msg", "invalid")).removeprefix("Value error, "),
-            }
-            for e in exc.errors()
-        ]
+        errors = validation_errors(exc.errors())
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         return problem(422, "Invalid request", detail, request.url.path, errors=errors)
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from api import notation
 from api.config import Settings
 from api.db import utcnow
-from api.errors import LlomeError, NotFound, _field_name
+from api.errors import LlomeError, NotFound, validation_errors
 from api.models import Campaign, Candidate, Measurement, Sequence
 from api.schemas.campaigns import CampaignCreate
 from api.schemas.metrics import MetricsRead
@@ -148,13 +148,7 @@ def validate_campaign(body: dict[str, Any]) -> tuple[CampaignCreate | None, list
     try:
         return CampaignCreate.model_validate(body), []
     except ValidationError as exc:
-        return None, [
-            {
-                "field": _field_name(tuple(e.get("loc", ()))),
-                "reason": str(e.get("msg", "invalid")).removeprefix("Value error, "),
-            }
-            for e in exc.errors()
-        ]
+        return None, validation_errors(exc.errors())
 
 
 def errors_by_input(errors: list[dict[str, str]]) -> tuple[dict[str, str], list[str]]:
