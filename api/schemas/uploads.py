@@ -10,7 +10,10 @@ from api.schemas.common import FieldError, Page
 
 
 class Outlier(BaseModel):
-    row: int
+    row: int | None = Field(description="the file's row; null for a stored measurement")
+    measurement_id: int | None = Field(
+        None, description="the stored measurement the file's replicates set apart (row null)"
+    )
     sequence: str
     value: float
     median: float = Field(description="of the sequence's replicates, stored ones included")
@@ -18,7 +21,8 @@ class Outlier(BaseModel):
 
 class Replicates(BaseModel):
     """Repeated sequences and their spread; a replicate more than 3 robust SD (1.4826 x MAD)
-    from its group's median is listed in ``outliers`` (kept unless the lab says otherwise)."""
+    from its group's median is listed in ``outliers`` (kept unless the lab says otherwise): a
+    row of the file, or a stored measurement that the file's replicates now set apart."""
 
     sequences: int
     measurements: int

@@ -429,44 +429,48 @@ def _current_replicates(session: Session, sequence_ids: list[int]) -> dict[int, 
 
 def _replicate_report(session: Session, store: list[Row]) -> dict[str, Any] | None:
     """Sequences that will have several current measurements once ``store`` is committed: how
-    many, the widest spread, and the file's rows far from their group (not errors: a lab may
-    keep them; they are listed so it can look)."""
-    groups: dict[str, list[tuple[int | None, float]]] = {}
+    many, the widest spread, and the measurements far from their group, the file's rows and
+    stored ones alike (not errors: a lab may keep them; they are listed so it can look)."""
+    # Each replicate as (file row, stored measurement id, value): one of the first two is None.
+    groups: dict[str, list[tuple[int | None, int | None, float]]] = {}
     for r in store:
         if r.feasible and r.value is not None:
-            groups.setdefault(r.text, []).append((r.row, r.value))
+            groups.setdefault(r.text, []).append((r.row, None, r.value))
     stored_ids = {r.sequence_id: r.text for r in store if r.sequence_id is not None}
     for part in bulk.chunks(list(stored_ids)):
-        for sid, value in session.execute(
-            select(Measurement.sequence_id, Measurement.value).where(
+        for sid, mid, value in session.execute(
+            select(Measurement.sequence_id, Measurement.id, Measurement.value).where(
                 bulk.among(session, Measurement.sequence_id, part),
                 Measurement.superseded_at.is_(None),
                 Measurement.feasible.is_(True),
             )
         ).tuples():
             if value is not None:
-                groups.setdefault(stored_ids[sid], []).append((None, value))
+                groups.setdefault(stored_ids[sid], []).append((None, mid, value))
     repeated = {t: g for t, g in groups.items() if len(g) > 1}
     if not repeated:
         return None
     flagged = []
     for text, group in repeated.items():
-        values = [v for _, v in group]
+        values = [v for _, _, v in group]
         for i in replicates.outliers(values):
-            if group[i][0] is not None:
-                flagged.append(
-                    {
-                        "row": group[i][0],
-                        "sequence": text,
-                        "value": values[i],
-                        "median": statistics.median(values),
-                    }
-                )
+            row, measurement_id, _ = group[i]
+            flagged.append(
+                {
+                    "row": row,
+                    "measurement_id": measurement_id,
+                    "sequence": text,
+                    "value": values[i],
+                    "median": statistics.median(values),
+                }
+            )
+    # The file's rows in file order, then stored measurements in the order they were made.
+    flagged.sort(key=lambda o: (o["row"] is None, o["row"] or 0, o["measurement_id"] or 0))
     return {
         "sequences": len(repeated),
         "measurements": sum(len(g) for g in repeated.values()),
-        "max_spread": max(max(v for _, v in g) - min(v for _, v in g) for g in repeated.values()),
-        "outliers": sorted(flagged, key=lambda o: o["row"]),
+        "max_spread": max(max(v for *_, v in g) - min(v for *_, v in g) for g in repeated.values()),
+        "outliers": flagged,
     }
 
 

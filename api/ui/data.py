@@ -305,6 +305,7 @@ class Preview:
     errors: list[dict[str, Any]]
     message: str | None = None
     can_skip: bool = False  # some rows are accepted: they can be stored, the rest recorded
+    replicates: dict[str, Any] | None = None  # repeated sequences, their spread and outliers
 
 
 def _refused(filename: str, batch_id: int | None, data: bytes, exc: LlomeError) -> Preview:
@@ -376,6 +377,7 @@ def preview_upload(
         already and committed,
         list(r.get("errors") or []),
         can_skip=not committed and accepted > 0,
+        replicates=r.get("replicates"),
     )
 
 

@@ -38,6 +38,31 @@ def test_the_preview_reports_replicates_and_flags_the_far_one(client) -> None:
     assert [(o["row"], o["sequence"]) for o in rep["replicates"]["outliers"]] == [(9, "CCCCCC")]
 
 
+def test_a_stored_measurement_the_files_replicates_set_apart_is_flagged_by_its_id(client) -> None:
+    cid = wetlab(client)
+    first = _preview(client, cid, b"sequence,score\nCCCCCC,5.0\nGGGGGG,0.2\n").json()
+    assert client.post(f"/campaigns/{cid}/uploads/{first['id']}/commit").status_code == 200
+    sid = next(
+        s
+        for s in client.get(f"/campaigns/{cid}/sequences").json()["items"]
+        if s["sequence"] == "CCCCCC"
+    )["sequence_id"]
+    (stored,) = client.get(f"/campaigns/{cid}/sequences/{sid}/history").json()["items"]
+    r = _preview(client, cid, b"sequence,score\nCCCCCC,1.0\nCCCCCC,1.1\nCCCCCC,0.9\n")
+    assert r.status_code == 201, r.text
+    rep = r.json()["report"]["replicates"]
+    assert (rep["sequences"], rep["measurements"]) == (1, 4)
+    assert rep["outliers"] == [
+        {
+            "row": None,
+            "measurement_id": stored["id"],
+            "sequence": "CCCCCC",
+            "value": 5.0,
+            "median": pytest.approx(1.05),
+        }
+    ]
+
+
 def test_the_label_is_the_mean_of_current_replicates_everywhere(client, session_factory) -> None:
     cid = wetlab(client)
     up = _preview(client, cid, SEED).json()

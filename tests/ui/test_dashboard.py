@@ -288,14 +288,20 @@ def test_a_lab_runs_a_wetlab_round_from_the_dashboard(page: Page, server: Server
     cid = int(re.search(r"/ui/campaigns/(\d+)", page.url).group(1))
     expect(page.locator("#status")).to_contain_text("waiting for data")
 
-    # A half-valid seed file: the preview names the bad row and offers no commit.
+    # A half-valid seed file: the preview names the bad row and offers no commit. Its first
+    # sequence is measured twice more, once far off: the preview lists that row, kept.
     seed = lab.seed_csv()
-    bad = seed + f"{'Z' * LAB_LENGTH},0.5\n".encode()
+    first = seed.decode().splitlines()[1].split(",")[0]
+    bad = seed + f"{first},{lab.score(first)}\n{first},1000\n{'Z' * LAB_LENGTH},0.5\n".encode()
     upload(page, "bad-seed.csv", bad)
     bad_row = len(bad.decode().splitlines())
     expect(page.locator("#row-errors")).to_contain_text(str(bad_row))
     expect(page.locator("#commit")).to_have_count(0)
-    expect(page.locator("#commit-skip")).to_contain_text("40 accepted")  # or keep the good rows
+    expect(page.locator("#commit-skip")).to_contain_text("42 accepted")  # or keep the good rows
+    expect(page.locator("#pv-replicates")).to_contain_text("1 sequence(s)")
+    expect(page.locator("#outliers tbody tr")).to_have_count(1)
+    expect(page.locator("#outliers tbody tr")).to_contain_text(str(bad_row - 1))  # the 1000
+    shoot(page, "campaign-upload-errors.png")
     with server.api() as api:
         assert api.get(f"/campaigns/{cid}/sequences").json()["items"] == []
 
