@@ -71,6 +71,7 @@ from benchmarks.runs import (
     parse_seeds,
     read_rows,
     rounds_written,
+    seeds_label,
 )
 
 __all__ = ["CSV_COLUMNS", "PROFILES", "Lambo2Settings", "main", "run_lambo"]
@@ -419,7 +420,7 @@ def plot_lambo(rows: list[dict[str, Any]], instances: list[str], path: str | Pat
                 mean,
                 marker="o",
                 markersize=3,
-                label=f"{method} ({max(len(v) for v in by_calls.values())} seeds)",
+                label=f"{method} ({seeds_label({x: len(by_calls[x]) for x in xs})})",
             )
             ax.fill_between(
                 xs,

@@ -13,6 +13,7 @@ from benchmarks.runs import (
     loop_config,
     method_name,
     read_csv,
+    seeds_label,
 )
 from llome_core.config import parse_schedule
 from llome_core.training import resolve
@@ -69,6 +70,11 @@ def test_method_names_say_the_switches() -> None:
     assert method_name("marge") == "marge"
     assert method_name("marge", "free", 1e-4) == "marge-free-lr1e-4"
     assert method_name("sft", same_lr=2.5e-3) == "sft-lr2.5e-3"
+
+
+def test_the_regret_legend_says_where_a_running_seed_stops() -> None:
+    assert seeds_label({10_000: 3, 12_000: 3}) == "3 seeds"
+    assert seeds_label({10_000: 3, 22_000: 3, 24_000: 2}) == "3 seeds to 22,000 calls, 2 after"
 
 
 def test_append_rows_writes_the_header_once_and_refuses_another_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
