@@ -220,7 +220,7 @@ def seeds_label(seeds_at: dict[float, int]) -> str:
     most = max(seeds_at.values())
     last = max(seeds_at)
     if seeds_at[last] == most:
-        return f"{most} seeds"
+        return "1 seed" if most == 1 else f"{most} seeds"
     full_to = max(x for x, n in seeds_at.items() if n == most)
     return f"{most} seeds to {full_to:,.0f} calls, {seeds_at[last]} after"
 

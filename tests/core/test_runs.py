@@ -74,6 +74,7 @@ def test_method_names_say_the_switches() -> None:
 
 def test_the_regret_legend_says_where_a_running_seed_stops() -> None:
     assert seeds_label({10_000: 3, 12_000: 3}) == "3 seeds"
+    assert seeds_label({10_000: 1}) == "1 seed"
     assert seeds_label({10_000: 3, 22_000: 3, 24_000: 2}) == "3 seeds to 22,000 calls, 2 after"
 
 
